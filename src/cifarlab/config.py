@@ -1,0 +1,180 @@
+"""The run configuration: one dataclass, YAML in and out, CLI-style overrides, validation.
+
+Deliberately free of torch imports so that reading or validating a config is instant.
+Every field has a default; :mod:`cifarlab.recipes` supplies the tuned values per dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid. The message says which and how to fix it."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (nanoGPT habit: the config is saved with the run).
+
+    Units: ``epochs`` in passes over the training split (fractions allowed), learning rates per
+    optimizer step, ``val_size`` in images, ``batch_size`` in images per step.
+    """
+
+    # --- data
+    dataset: str = "cifar10"            # cifar10 | cifar100
+    data_dir: str | None = None         # folder holding cifar-10-batches-py/ or cifar-100-python/
+    val_size: int = 0                   # images carved from train, class-stratified; 0 = none
+    download: bool = True               # fetch the official tarball when the folder is missing
+    # --- augmentation (applied in batch on the device)
+    flip: str = "alternating"           # none | random | alternating (airbench: flip all every other epoch)
+    translate: int = 2                  # max random shift in pixels (reflect padding)
+    cutout: int = 0                     # side of the zeroed square in pixels; 0 = off
+    # --- model
+    model: str = "airbench94"
+    model_kwargs: dict = field(default_factory=dict)
+    # --- optimisation
+    epochs: float = 8.0
+    batch_size: int = 2000
+    optimizer: str = "muon"             # muon | sgd | adamw
+    lr: float = 0.24                    # filters (muon) or all weights (sgd/adamw)
+    bias_lr: float = 0.053              # BatchNorm biases and the whitening bias
+    head_lr: float = 0.67               # the classifier
+    momentum: float = 0.85              # SGD/Nesterov momentum (beta1 for adamw)
+    muon_momentum: float = 0.6
+    weight_decay: float = 0.004         # decoupled: multiplied by lr/group_lr so it does not scale with lr
+    label_smoothing: float = 0.2
+    loss_reduction: str = "sum"         # sum | mean (airbench sums the per-example losses)
+    schedule: str = "linear"            # linear | cosine | onecycle | constant
+    warmup_epochs: float = 0.0
+    final_lr_frac: float = 0.0          # lr at the end as a fraction of the peak
+    whiten_bias_epochs: float = 3.0     # the whitening bias trains this long, then is frozen
+    ema: bool = False                   # keep an exponential moving average of the weights
+    ema_decay: float = 0.99
+    # --- numerics and speed
+    precision: str = "bf16"             # bf16 (autocast, fp32 master weights) | fp32
+    channels_last: bool = False
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int | None = None          # torch intra-op threads; None = torch default
+    # --- evaluation and control
+    tta: int = 2                        # 0 none, 1 mirror, 2 mirror + 1-pixel translations
+    eval_batch_size: int = 2000
+    early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
+    early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
+    seed: int = 0
+    progress: bool = True
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
+        """Build from a mapping, rejecting unknown keys with close-match suggestions."""
+        cfg = cls()
+        return cfg.update(values, source=source)
+
+    def update(self, values: dict, source: str = "override") -> "TrainConfig":
+        """Return a copy with ``values`` applied (keys checked, strings coerced to field types)."""
+        known = {f.name: f for f in fields(self)}
+        out = dataclasses.replace(self)
+        for key, value in values.items():
+            key = key.replace("-", "_")
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"Unknown config key {key!r} in {source}.{hint} "
+                                  f"Valid keys: {', '.join(sorted(known))}.")
+            setattr(out, key, _coerce(key, value, getattr(TrainConfig(), key), source))
+        return out
+
+    def validate(self) -> "TrainConfig":
+        """Check ranges and choices; raise :class:`ConfigError` naming the field and the fix."""
+        def need(cond, msg):
+            if not cond:
+                raise ConfigError(msg)
+        need(self.epochs > 0, f"epochs must be > 0 (got {self.epochs}); e.g. --epochs 8.")
+        need(self.batch_size > 0, f"batch_size must be a positive integer (got {self.batch_size}).")
+        need(self.eval_batch_size > 0, f"eval_batch_size must be positive (got {self.eval_batch_size}).")
+        need(self.val_size >= 0, f"val_size must be >= 0 images (got {self.val_size}).")
+        need(self.flip in ("none", "random", "alternating"),
+             f"flip must be none, random or alternating (got {self.flip!r}).")
+        need(self.translate >= 0, f"translate must be >= 0 pixels (got {self.translate}).")
+        need(self.cutout >= 0, f"cutout must be >= 0 pixels (got {self.cutout}).")
+        need(self.optimizer in ("muon", "sgd", "adamw"),
+             f"optimizer must be muon, sgd or adamw (got {self.optimizer!r}).")
+        need(self.schedule in ("linear", "cosine", "onecycle", "constant"),
+             f"schedule must be linear, cosine, onecycle or constant (got {self.schedule!r}).")
+        need(self.loss_reduction in ("sum", "mean"), f"loss_reduction must be sum or mean.")
+        need(self.precision in ("bf16", "fp32"), f"precision must be bf16 or fp32 (got {self.precision!r}).")
+        need(self.tta in (0, 1, 2), f"tta must be 0, 1 or 2 (got {self.tta}).")
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
+        need(0 <= self.warmup_epochs < self.epochs,
+             f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (got {self.ema_decay}).")
+        for name in ("lr", "bias_lr", "head_lr"):
+            need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
+        need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
+        need(self.early_stopping_patience == 0 or self.val_size > 0,
+             "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
+        need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
+        return self
+
+    # ------------------------------------------------------------------ YAML
+    def save_yaml(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Read a YAML config. Raises :class:`ConfigError` for a missing file, bad YAML or keys."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {p} does not exist.")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {p} is not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"Config file {p} must hold a mapping of key: value pairs.")
+        return cls.from_dict(values, source=str(p))
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """Convert CLI strings (``--set epochs=10``) to the type of the field's default."""
+    if not isinstance(value, str) or isinstance(default, str):
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if default is None or isinstance(default, dict):
+            parsed = yaml.safe_load(value)
+            if isinstance(default, dict) and not isinstance(parsed, dict):
+                raise ValueError("expected a mapping such as {widths: [64, 256, 256]}")
+            return parsed
+        if isinstance(default, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        return type(default)(value)
+    except ValueError as e:
+        raise ConfigError(f"Bad value {value!r} for {key} in {source}: {e}.") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ``["epochs=10", "lr=0.1"]`` into a dict; raise :class:`ConfigError` on a bad pair."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"Override {pair!r} must look like key=value (e.g. epochs=10).")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

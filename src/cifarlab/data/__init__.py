@@ -1,0 +1,25 @@
+"""Data: official CIFAR files (restricted unpickler, md5, safe download), splits, device loader.
+
+Knows nothing about models or training. Entry point: :func:`load_dataset`.
+"""
+from .cifar import SPECS, ChecksumWarning, DataError, Dataset, ImageArrays, default_data_dir, load_cifar
+from .loader import DeviceLoader, channel_stats
+from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_loads
+from .split import split_train_val, stratified_split
+
+DATASETS = tuple(SPECS)
+
+
+def load_dataset(name: str, data_dir=None, download: bool = True) -> Dataset:
+    """Load a dataset by name (``cifar10``, ``cifar100``). Raises :class:`DataError` when unknown."""
+    if name not in SPECS:
+        import difflib
+        close = difflib.get_close_matches(name, SPECS, n=2)
+        raise DataError(f"Unknown dataset {name!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
+                        + f" Available: {', '.join(SPECS)}.")
+    return load_cifar(name, data_dir, download)
+
+
+__all__ = ["load_dataset", "load_cifar", "Dataset", "ImageArrays", "DataError", "ChecksumWarning",
+           "DeviceLoader", "channel_stats", "split_train_val", "stratified_split", "RestrictedUnpickler",
+           "UnsafePickleError", "safe_loads", "default_data_dir", "DATASETS", "SPECS"]

@@ -1,0 +1,84 @@
+"""Batched augmentations as tensor ops on the training device (no per-image Python, no PIL).
+
+Ideas from airbench (Keller Jordan): pad once with reflection, crop by random translation, and
+"alternating" flips (each image is flipped on every other epoch, so both views are seen in two
+epochs). Cutout: DeVries & Taylor 2017, arXiv:1708.04552.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflection-pad the last two dims by ``pad`` pixels; works on uint8 (N, C, H, W)."""
+    if pad == 0:
+        return images
+    h, w = images.shape[-2:]
+    if pad >= min(h, w):
+        raise ValueError(f"padding {pad} must be smaller than the image side {min(h, w)}")
+
+    def idx(n):
+        i = torch.arange(-pad, n + pad, device=images.device).abs()
+        return torch.where(i >= n, 2 * (n - 1) - i, i)
+    return images.index_select(-2, idx(h)).index_select(-1, idx(w))
+
+
+def crop_batch(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop each image of ``padded`` (B, C, H+2p, W+2p) at its own offset.
+
+    Args:
+        dy, dx: int64 (B,), offsets into the padded image, in [0, 2p].
+        size: output (H, W).
+
+    Returns:
+        (B, C, H, W) tensor of ``padded``'s dtype.
+    """
+    b, c = padded.shape[:2]
+    h, w = size
+    rows = (dy.view(b, 1) + torch.arange(h, device=padded.device)).view(b, 1, h, 1)
+    cols = (dx.view(b, 1) + torch.arange(w, device=padded.device)).view(b, 1, 1, w)
+    bi = torch.arange(b, device=padded.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=padded.device).view(1, c, 1, 1)
+    return padded[bi, ci, rows, cols]
+
+
+def flip_batch(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images where ``mask`` (bool, (B,)) is True."""
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def cutout_batch(images: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a ``size``x``size`` square centred at (cy, cx) per image (clipped at the border).
+
+    Applied after normalization, so zero is the dataset mean colour.
+    """
+    h, w = images.shape[-2:]
+    ys = torch.arange(h, device=images.device).view(1, h, 1)
+    xs = torch.arange(w, device=images.device).view(1, 1, w)
+    top = cy.view(-1, 1, 1) - size // 2          # window [top, top + size), likewise for columns
+    left = cx.view(-1, 1, 1) - size // 2
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return images.masked_fill(inside.unsqueeze(1), 0)
+
+
+def normalize(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, C, H, W) in [0, 255] -> ``dtype`` standardized by per-channel mean/std (in [0, 1] units)."""
+    x = images_u8.to(dtype).div_(255)
+    return x.sub_(mean.to(dtype).view(1, -1, 1, 1)).div_(std.to(dtype).view(1, -1, 1, 1))
+
+
+def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
+    """Weighted test-time views of a normalized batch (airbench's TTA).
+
+    level 0: the image; 1: image and mirror (1/2 each); 2: level 1 weighted 1/2 plus the mirrored
+    pair shifted one pixel up-left and down-right (reflect padding), 1/8 each.
+    """
+    views = [(1.0, x)] if level == 0 else [(0.5, x), (0.5, x.flip(-1))]
+    if level == 2:
+        h, w = x.shape[-2:]
+        p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [p[..., 0:h, 0:w], p[..., 2:h + 2, 2:w + 2]]
+        views = [(0.25, v) for _, v in views] + [(0.125, s) for t in shifted for s in (t, t.flip(-1))]
+    return views

@@ -1,0 +1,115 @@
+"""The in-memory device loader: a whole split as uint8 on the device, batches augmented in place.
+
+Every random choice of an epoch (order, shifts, flips, cutout centres) is drawn from a generator
+seeded by ``(seed, epoch)``, so any epoch -- or the middle of one, after a resume -- replays
+exactly, whatever ran before it.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .augment import crop_batch, cutout_batch, flip_batch, normalize, reflect_pad
+from .cifar import ImageArrays
+
+
+class DeviceLoader:
+    """Batches of a split kept on ``device``.
+
+    Args:
+        arrays: the split (uint8 images (N, 3, H, W), int64 labels (N,)).
+        mean, std: per-channel statistics in [0, 1] units, (3,) float.
+        batch_size: images per batch.
+        train: shuffle and augment (and drop the last partial batch) when True.
+        flip: ``none`` | ``random`` | ``alternating``; translate: max shift in pixels;
+        cutout: square side in pixels (0 = off).
+        seed: base seed of the per-epoch generators.
+
+    Yields (from :meth:`epoch`): ``(x, y)`` with x float32 (B, 3, H, W) normalized and y int64 (B,).
+    Memory: N*3*(H+2t)*(W+2t) bytes for the padded uint8 copy, nothing per epoch beyond indices.
+    """
+
+    def __init__(self, arrays: ImageArrays, mean, std, batch_size: int, device: torch.device | str = "cpu",
+                 train: bool = False, flip: str = "none", translate: int = 0, cutout: int = 0, seed: int = 0):
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(np.ascontiguousarray(arrays.images)).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(arrays.labels, dtype=np.int64)).to(self.device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.flip, self.translate, self.cutout = (flip, translate, cutout) if train else ("none", 0, 0)
+        self.size = tuple(self.images.shape[-2:])
+        self.padded = reflect_pad(self.images, self.translate) if self.translate else self.images
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        n = len(self.labels)
+        if self.train:
+            return max(1, n // self.batch_size)
+        return -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def _plan(self, epoch: int) -> dict[str, torch.Tensor]:
+        """All random draws of one epoch, from a generator seeded by (seed, epoch)."""
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        plan = {"order": torch.randperm(n, generator=g)}
+        if self.translate:
+            plan["shift"] = torch.randint(0, 2 * self.translate + 1, (n, 2), generator=g)
+        if self.flip == "random":
+            plan["flip"] = torch.rand(n, generator=g) < 0.5
+        elif self.flip == "alternating":
+            # a fixed per-image coin (epoch 0's), inverted on odd epochs
+            base = torch.rand(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 - 1)) < 0.5
+            plan["flip"] = base ^ bool(epoch % 2)
+        if self.cutout:
+            h, w = self.size
+            plan["cut"] = torch.stack([torch.randint(0, h, (n,), generator=g),
+                                       torch.randint(0, w, (n,), generator=g)], 1)
+        return {k: v.to(self.device) for k, v in plan.items()}
+
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield batches ``start`` .. ``stop`` (exclusive) of ``epoch`` (training order)."""
+        if not self.train:
+            yield from self.ordered()
+            return
+        plan = self._plan(epoch)
+        stop = len(self) if stop is None else min(stop, len(self))
+        for i in range(start, stop):
+            idx = plan["order"][i * self.batch_size:(i + 1) * self.batch_size]
+            if self.translate:
+                s = plan["shift"][idx]
+                x = crop_batch(self.padded[idx], s[:, 0], s[:, 1], self.size)
+            else:
+                x = self.images[idx]
+            if "flip" in plan:
+                x = flip_batch(x, plan["flip"][idx])
+            x = normalize(x, self.mean, self.std)
+            if self.cutout:
+                c = plan["cut"][idx]
+                x = cutout_batch(x, c[:, 0], c[:, 1], self.cutout)
+            yield x, self.labels[idx]
+
+    def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in stored order, normalized, no augmentation (for evaluation)."""
+        for i in range(0, len(self.labels), self.batch_size):
+            yield (normalize(self.images[i:i + self.batch_size], self.mean, self.std),
+                   self.labels[i:i + self.batch_size])
+
+
+def channel_stats(images_u8: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images, in [0, 1] units (float64 sums)."""
+    x = images_u8
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    s = np.zeros(x.shape[1]); ss = np.zeros(x.shape[1])
+    for i in range(0, len(x), 5000):  # chunked to keep memory flat
+        c = x[i:i + 5000].astype(np.float64) / 255
+        s += c.sum(axis=(0, 2, 3)); ss += (c * c).sum(axis=(0, 2, 3))
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean ** 2, 1e-12))
+    return mean.tolist(), std.tolist()

@@ -1,0 +1,117 @@
+"""Predictions (with TTA) and classification metrics.
+
+Metric definitions: top-k accuracy in % of images whose label is among the k highest logits;
+loss is the plain cross-entropy (no label smoothing) in nats per image; superclass accuracy (CIFAR-100)
+maps predicted and true fine labels to their coarse class (Krizhevsky 2009) and compares those.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import tta_views
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_logits(model, batches, device: torch.device, tta: int = 0, precision: str = "bf16"):
+    """Run ``model`` over ``batches`` of ``(x, y)`` and return ``(logits, labels)``.
+
+    Args:
+        batches: iterable of float (B, 3, H, W) normalized images and int64 (B,) labels.
+        tta: 0/1/2, see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
+
+    Returns:
+        float32 logits (N, num_classes) and int64 labels (N,), on the CPU. Restores train mode.
+    """
+    was_training = model.training
+    model.eval()
+    out, ys = [], []
+    try:
+        with autocast_context(device, precision):
+            for x, y in batches:
+                logits = sum(w * model(v).float() for w, v in tta_views(x, tta))
+                out.append(logits.cpu())
+                ys.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out), torch.cat(ys)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Top-k accuracy in % (k clipped to the number of classes)."""
+    k = min(k, logits.shape[1])
+    hit = (logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+    return 100.0 * hit.float().mean().item()
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> np.ndarray:
+    """The coarse class of each fine class, read off paired label arrays (int64 (num_fine,))."""
+    mapping = np.full(num_fine, -1, dtype=np.int64)
+    mapping[fine] = coarse
+    return mapping
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                           coarse_of_fine: np.ndarray | None = None,
+                           coarse_classes: list[str] | None = None) -> dict:
+    """Top-1/top-5 (%), loss (nats), per-class accuracy (%), confusion matrix, superclass accuracy.
+
+    Returns a JSON-ready dict; ``confusion`` is a nested list (rows = true class).
+    """
+    preds = logits.argmax(1)
+    y, p = labels.numpy(), preds.numpy()
+    cm = confusion_matrix(y, p, len(classes))
+    per_class = (100.0 * np.diag(cm) / np.maximum(cm.sum(1), 1)).tolist()
+    out = {
+        "top1": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, 5),
+        "loss": F.cross_entropy(logits, labels).item(),
+        "num_images": int(len(labels)),
+        "per_class_accuracy": dict(zip(classes, per_class)),
+        "confusion": cm.tolist(),
+    }
+    if coarse_of_fine is not None:
+        yc, pc = coarse_of_fine[y], coarse_of_fine[p]
+        out["superclass_top1"] = 100.0 * float((yc == pc).mean())
+        ccm = confusion_matrix(yc, pc, len(coarse_classes))
+        out["superclass_per_class_accuracy"] = dict(
+            zip(coarse_classes, (100.0 * np.diag(ccm) / np.maximum(ccm.sum(1), 1)).tolist()))
+    return out
+
+
+@torch.no_grad()
+def inference_throughput(model, example: torch.Tensor, device: torch.device, precision: str,
+                         repeats: int = 3) -> float:
+    """Images/s of a plain forward pass (no TTA) on ``example`` (B, 3, H, W), best of ``repeats``."""
+    was_training = model.training
+    model.eval()
+    best = 0.0
+    try:
+        with autocast_context(device, precision):
+            model(example)  # warm-up (oneDNN primitive creation)
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                model(example)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = max(best, len(example) / (time.perf_counter() - t))
+    finally:
+        model.train(was_training)
+    return best

@@ -1,0 +1,62 @@
+"""Figures and tables of one evaluation: confusion matrix (CSV + PNG), per-class table (CSV + Markdown).
+
+Computes nothing itself: it draws and writes what :mod:`cifarlab.evaluation` measured.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str]) -> tuple[Path, Path]:
+    """Write ``confusion_matrix.csv`` (counts, rows = true class) and ``confusion_matrix.png``
+    (row-normalized to %, so each row reads as where that class's images went)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    csv_path, png_path = out_dir / "confusion_matrix.csv", out_dir / "confusion_matrix.png"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, counts):
+            w.writerow([name, *map(int, row)])
+    pct = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(classes)
+    size = max(5.0, 0.28 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="% of the true class")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (row-normalized)")
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if pct[i, j] > 50 else "black")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def write_per_class(out_dir: Path, metrics: dict, classes: list[str]) -> tuple[Path, Path]:
+    """Write ``per_class.csv`` and ``per_class.md``: class, images, correct, top-1 accuracy (%)."""
+    counts = np.array(metrics["confusion"])
+    rows = [(c, int(counts[i].sum()), int(counts[i, i]), metrics["per_class_accuracy"][c])
+            for i, c in enumerate(classes)]
+    out_dir = Path(out_dir)
+    with open(out_dir / "per_class.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "images", "correct", "top1_percent"])
+        w.writerows([(c, n, k, f"{a:.2f}") for c, n, k, a in rows])
+    lines = ["| class | images | correct | top-1 (%) |", "|---|---:|---:|---:|"]
+    lines += [f"| {c} | {n} | {k} | {a:.2f} |" for c, n, k, a in sorted(rows, key=lambda r: r[3])]
+    (out_dir / "per_class.md").write_text("\n".join(lines) + "\n")
+    return out_dir / "per_class.csv", out_dir / "per_class.md"

@@ -1,0 +1,192 @@
+"""Training end to end on tiny data: run directory, resume equivalence, evaluate, error cases."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab import ConfigError, TrainConfig
+from cifarlab.api import Run
+from cifarlab.cli import main as cli_main
+from cifarlab.runs import RunDirError
+from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, lr_multiplier
+
+
+def tiny_config(data_dir, **kw) -> TrainConfig:
+    base = cifarlab.recipe_config("cifar10").update(dict(
+        data_dir=str(data_dir), download=False, model_kwargs={"widths": [8, 16, 16]}, batch_size=50,
+        eval_batch_size=64, epochs=3, progress=False, whiten_bias_epochs=1, channels_last=False))
+    return base.update(kw)
+
+
+def test_run_directory_is_complete(cifar10_dir, tmp_path):
+    run = cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
+    d = run.path
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint-best.safetensors", "checkpoint-last.safetensors",
+                 "train-state-last.pt", "results.json"):
+        assert (d / name).is_file(), name
+    assert list(d.glob("events.out.tfevents.*"))
+    assert json.loads((d / "status.json").read_text())["status"] == "complete"
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    for key in ("train_loss", "train_top1", "lr", "seconds", "images_per_s"):
+        assert key in rows[0]
+    r = json.loads((d / "results.json").read_text())
+    for key in ("top1", "top5", "loss", "per_class_accuracy"):
+        assert key in r["test"]
+    assert r["test"]["num_images"] == 60
+    assert r["parameters"]["total"] >= r["parameters"]["trainable"] > 0
+    assert r["peak_memory_bytes"] > 0 and r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
+    assert r["environment"]["torch"] == torch.__version__
+    assert TrainConfig.load_yaml(d / "config.yaml") == run.config
+    # the synthetic classes are easy: training must actually learn
+    assert r["test"]["top1"] > 50
+
+
+def test_validation_split_and_early_stopping(cifar10_dir, tmp_path):
+    cfg = tiny_config(cifar10_dir, val_size=50, epochs=30, early_stopping_patience=2,
+                      early_stopping_min_delta=100.0)  # no epoch can improve by 100 points: stop after 3
+    run = cifarlab.train(cfg, run_dir=tmp_path / "run")
+    rows = run.metrics
+    assert len(rows) == 3 and all("val_top1" in r for r in rows)
+    assert run.results["stopped_early"] and run.results["epochs_run"] == 3
+    best = max(range(3), key=lambda i: rows[i]["val_top1"])
+    assert run.results["best_epoch"] == best + 1
+
+
+def test_cifar100_reports_superclass_accuracy(cifar100_dir, tmp_path):
+    cfg = tiny_config(cifar100_dir, dataset="cifar100", epochs=1, batch_size=100)
+    run = cifarlab.train(cfg, run_dir=tmp_path / "run")
+    t = run.results["test"]
+    assert 0 <= t["superclass_top1"] <= 100 and t["superclass_top1"] >= t["top1"]
+    assert len(t["superclass_per_class_accuracy"]) == 20
+
+
+class _StopAt:
+    def __init__(self, step):
+        self.step = step
+
+    def __call__(self, event, info, model):
+        if event == "step" and info["global_step"] == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop_step", [6, 8])  # mid-epoch (4 steps/epoch) and at an epoch boundary
+def test_resume_matches_uninterrupted_run(cifar10_dir, tmp_path, stop_step):
+    cfg = tiny_config(cifar10_dir, ema=True, ema_decay=0.9)
+    full = cifarlab.train(cfg, run_dir=tmp_path / "full")
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(_StopAt(stop_step),))
+    assert json.loads((tmp_path / "part" / "status.json").read_text())["status"] == "interrupted"
+    assert load_train_state(tmp_path / "part" / "train-state-last.pt")["position"]["global_step"] == stop_step
+    resumed = cifarlab.train(resume=tmp_path / "part")
+    assert resumed.results["test"]["top1"] == full.results["test"]["top1"]
+    assert resumed.results["test"]["loss"] == pytest.approx(full.results["test"]["loss"], abs=1e-6)
+    for a, b in zip(full.metrics, resumed.metrics):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+    assert len(resumed.metrics) == len(full.metrics)
+
+
+def test_resume_with_incompatible_config_is_refused(cifar10_dir, tmp_path):
+    cfg = tiny_config(cifar10_dir)
+    with pytest.raises(TrainingInterrupted):
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
+    with pytest.raises(ConfigError, match=r"batch_size: 50 -> 40"):
+        cifarlab.train(resume=tmp_path / "part", batch_size=40)
+    # a harmless change (thread count, progress bar) is allowed
+    run = cifarlab.train(resume=tmp_path / "part", progress=False)
+    assert run.results["epochs_run"] == 3
+
+
+def test_evaluate_reproduces_test_accuracy_and_writes_files(cifar10_dir, tmp_path):
+    run = cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
+    m = cifarlab.evaluate(run.path)
+    assert m["top1"] == run.results["test"]["top1"]
+    for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.csv", "per_class.md", "evaluation.json"):
+        assert (run.path / name).is_file(), name
+    lines = (run.path / "confusion_matrix.csv").read_text().splitlines()
+    assert len(lines) == 11 and sum(int(v) for line in lines[1:] for v in line.split(",")[1:]) == 60
+    assert (run.path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, monkeypatch):
+    import cifarlab.training.loop as loop
+    real = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        out = real(*a, **kw)
+        return out * float("nan") if calls["n"] == 6 else out  # step 6 = epoch 2 of 3
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
+    state = load_train_state(tmp_path / "run" / "train-state-last.pt")
+    assert state["position"]["epoch"] == 1  # the checkpoint of the last good epoch
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "diverged"
+
+
+def test_unwritable_run_dir(cifar10_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunDirError, match="Cannot write the run directory"):
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=blocker / "run")
+
+
+def test_existing_run_dir_is_not_overwritten(cifar10_dir, tmp_path):
+    cifarlab.train(tiny_config(cifar10_dir, epochs=1), run_dir=tmp_path / "run")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        cifarlab.train(tiny_config(cifar10_dir, epochs=1), run_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--epochs", "0"], "epochs must be > 0"),
+    (["--batch-size", "-5"], "batch_size must be a positive integer"),
+    (["--model", "airbench49"], "Did you mean airbench94"),
+    (["--set", "colour=red"], "Unknown config key 'colour'"),
+])
+def test_cli_bad_input_is_one_clear_line(cifar10_dir, tmp_path, capsys, args, needle):
+    code = cli_main(["train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--run-dir",
+                     str(tmp_path / "r"), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_cli_missing_data_folder(tmp_path, capsys):
+    code = cli_main(["train", "--data-dir", str(tmp_path / "none"), "--set", "download=false",
+                     "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cifar-10-batches-py" in err and "https://" in err
+
+
+def test_cli_train_then_evaluate(cifar10_dir, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model_kwargs: {widths: [8, 16, 16]}\nbatch_size: 50\nchannels_last: false\n")
+    code = cli_main(["train", "--data-dir", str(cifar10_dir), "--config", str(cfg), "--epochs", "1",
+                     "--run-dir", str(tmp_path / "r"), "--no-progress", "--set", "download=false"])
+    assert code == 0 and "test top-1" in capsys.readouterr().out
+    saved = Run.load(tmp_path / "r").config
+    assert saved.batch_size == 50 and saved.epochs == 1 and saved.label_smoothing == 0.2  # recipe kept
+    assert cli_main(["evaluate", str(tmp_path / "r")]) == 0
+    assert "top1" in capsys.readouterr().out
+
+
+def test_evaluate_incomplete_run_says_what_is_missing(cifar10_dir, tmp_path):
+    with pytest.raises(TrainingInterrupted):
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
+    with pytest.raises(RunDirError, match="results.json"):
+        cifarlab.evaluate(tmp_path / "part")
+
+
+def test_lr_schedules():
+    assert lr_multiplier(0, 100, 0, "linear", 0.0) == 1.0
+    assert lr_multiplier(50, 100, 0, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_multiplier(4, 100, 10, "cosine", 0.0) == pytest.approx(0.5)
+    assert lr_multiplier(100, 100, 0, "cosine", 0.1) == pytest.approx(0.1)
+    peak = max(lr_multiplier(s, 100, 0, "onecycle", 0.0) for s in range(100))
+    assert peak == pytest.approx(1.0, abs=1e-3) and lr_multiplier(0, 100, 0, "onecycle", 0.0) == pytest.approx(0.04)
+    assert math.isclose(lr_multiplier(99, 100, 0, "constant", 0.0), 1.0)
