@@ -15,6 +15,9 @@ from typing import Any
 import yaml
 
 
+STRATEGIES = ("scratch", "linear-probe", "fine-tune", "full")
+
+
 class ConfigError(ValueError):
     """A config value or key is invalid. The message says which and how to fix it."""
 
@@ -31,14 +34,25 @@ class TrainConfig:
     dataset: str = "cifar10"            # cifar10 | cifar100
     data_dir: str | None = None         # folder holding cifar-10-batches-py/ or cifar-100-python/
     val_size: int = 0                   # images carved from train, class-stratified; 0 = none
+    train_size: int = 0                 # keep a class-stratified subset of this many training images; 0 = all
     download: bool = True               # fetch the official tarball when the folder is missing
     # --- augmentation (applied in batch on the device)
     flip: str = "alternating"           # none | random | alternating (airbench: flip all every other epoch)
     translate: int = 2                  # max random shift in pixels (reflect padding)
     cutout: int = 0                     # side of the zeroed square in pixels; 0 = off
     # --- model
-    model: str = "airbench94"
+    model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
     model_kwargs: dict = field(default_factory=dict)
+    pretrained: bool = False            # timm's default pretrained weights (Hugging Face hub)
+    weights: str | None = None          # local weights file (safetensors / torch), timm or torchvision names
+    strategy: str = "scratch"           # scratch | linear-probe | fine-tune | full
+    freeze_epochs: float = 1.0          # fine-tune: epochs training the head only before unfreezing
+    layer_decay: float = 0.7            # fine-tune: lr multiplier per layer group going down from the head
+    img_size: int | None = None         # upsample batches on the device to this side (None: data's size)
+    img_sizes: list | None = None       # progressive resizing: [[epoch, size], ...], e.g. [[0, 64], [3, 96]]
+    interpolation: str = "bilinear"     # nearest | bilinear | bicubic | area
+    feature_cache: bool = True          # linear-probe: train the head on cached backbone features
+    cache_dir: str | None = None        # feature cache folder (default: <data cache>/features)
     # --- optimisation
     epochs: float = 8.0
     batch_size: int = 2000
@@ -103,6 +117,7 @@ class TrainConfig:
         need(self.batch_size > 0, f"batch_size must be a positive integer (got {self.batch_size}).")
         need(self.eval_batch_size > 0, f"eval_batch_size must be positive (got {self.eval_batch_size}).")
         need(self.val_size >= 0, f"val_size must be >= 0 images (got {self.val_size}).")
+        need(self.train_size >= 0, f"train_size must be >= 0 images; 0 keeps all (got {self.train_size}).")
         need(self.flip in ("none", "random", "alternating"),
              f"flip must be none, random or alternating (got {self.flip!r}).")
         need(self.translate >= 0, f"translate must be >= 0 pixels (got {self.translate}).")
@@ -124,6 +139,20 @@ class TrainConfig:
         need(self.early_stopping_patience == 0 or self.val_size > 0,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
         need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
+        need(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r}).")
+        need(self.strategy != "fine-tune" or self.freeze_epochs < self.epochs,
+             f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for fine-tune: "
+             "otherwise the backbone never unfreezes. Lower --set freeze_epochs or raise --epochs.")
+        need(self.freeze_epochs >= 0, f"freeze_epochs must be >= 0 (got {self.freeze_epochs}).")
+        need(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1] (got {self.layer_decay}).")
+        need(self.img_size is None or self.img_size >= 8, f"img_size must be >= 8 pixels (got {self.img_size}).")
+        need(self.interpolation in ("nearest", "bilinear", "bicubic", "area"),
+             f"interpolation must be nearest, bilinear, bicubic or area (got {self.interpolation!r}).")
+        if self.img_sizes is not None:
+            ok = (isinstance(self.img_sizes, list) and self.img_sizes and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and p[1] >= 8 for p in self.img_sizes))
+            need(ok, f"img_sizes must be a list of [epoch, size] pairs, e.g. [[0, 64], [3, 128]] (got {self.img_sizes}).")
+        need(not (self.pretrained and self.weights), "use either --pretrained or --weights, not both.")
         return self
 
     # ------------------------------------------------------------------ YAML

@@ -61,6 +61,20 @@ class ConvGroup(nn.Module):
         return x + skip if self.residual else x
 
 
+class ScaledLinear(nn.Linear):
+    """Bias-free linear layer whose output is divided by its input width (airbench's logit scale).
+
+    Keeping the scale inside the classifier module makes ``get_classifier()(pooled_features)`` the
+    logits, as for timm models (the feature cache and linear probes rely on it).
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) / self.in_features
+
+
 class AirbenchNet(nn.Module):
     """Airbench-style CNN with timm's model interface.
 
@@ -91,7 +105,7 @@ class AirbenchNet(nn.Module):
                                       for i in range(3)])
         self.num_features = widths[-1]
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes, bias=False)
+        self.head = ScaledLinear(self.num_features, num_classes)
         self.whiten_bias_trainable = True
         self._init_head()
 
@@ -106,8 +120,12 @@ class AirbenchNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes, bias=False)
+        self.head = ScaledLinear(self.num_features, num_classes)
         self._init_head()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer groups for discriminative learning rates (timm's format): stem, then each conv group."""
+        return {"stem": r"^whiten", "blocks": r"^groups\.(\d+)"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> feature map (B, num_features, H/8-ish, W/8-ish)."""
@@ -119,7 +137,7 @@ class AirbenchNet(nn.Module):
         x = torch.amax(x, dim=(2, 3))  # global max pool (airbench: MaxPool2d(3) on a 3x3 map)
         if pre_logits:
             return x
-        return self.head(x) / self.num_features
+        return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -49,25 +49,53 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def unknown_model(name: str) -> UnknownModelError:
+    """The error for a name neither registered here nor known to timm, with close matches from both."""
+    from .timm_adapter import timm_names
+    pool = list(_REGISTRY) + timm_names()
+    close = difflib.get_close_matches(name, pool, n=4, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"Unknown model {name!r}.{hint} Built-in models: {', '.join(list_models())}; "
+                             "any timm model name also works (timm.list_models() lists them).")
+
+
 def model_cfg(name: str) -> ModelCfg:
-    """The :class:`ModelCfg` of ``name``. Raises :class:`UnknownModelError` with close matches."""
+    """The :class:`ModelCfg` of a built-in ``name``. Raises :class:`UnknownModelError` with close matches."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(f"Unknown model {name!r}.{hint} Registered models: {', '.join(list_models())}.")
+        raise unknown_model(name)
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build ``name`` for ``num_classes`` outputs; ``kwargs`` override the registered defaults.
+def create_model(name: str, num_classes: int, pretrained: bool = False, weights=None, **kwargs) -> nn.Module:
+    """Build a built-in model or any timm model for ``num_classes`` outputs.
+
+    Args:
+        pretrained: timm's default pretrained weights (hub download); built-ins have none.
+        weights: a local weights file (see :func:`cifarlab.models.timm_adapter.load_weights_file`).
+        kwargs: builder / ``timm.create_model`` keyword arguments (override registered defaults).
 
     Raises:
-        UnknownModelError: unknown name.
+        UnknownModelError: unknown name (close matches listed).
         ValueError: a keyword the builder does not accept (names it).
+        WeightsError: weights unavailable (offline) or not fitting the model.
     """
-    cfg = model_cfg(name)
-    args = {**cfg.defaults, **kwargs}
-    try:
-        return cfg.builder(num_classes=num_classes, **args)
-    except TypeError as e:
-        raise ValueError(f"Bad model_kwargs for {name}: {e}. Defaults are {cfg.defaults}.") from None
+    from .timm_adapter import WeightsError, create_timm_model, is_timm_model, load_weights_file
+    if name in _REGISTRY:
+        if pretrained:
+            raise WeightsError(f"{name} is a built-in model without published pretrained weights; train it "
+                               "from scratch or load your own file with --weights PATH.")
+        cfg = _REGISTRY[name]
+        try:
+            model = cfg.builder(num_classes=num_classes, **{**cfg.defaults, **kwargs})
+        except TypeError as e:
+            raise ValueError(f"Bad model_kwargs for {name}: {e}. Defaults are {cfg.defaults}.") from None
+    elif is_timm_model(name):
+        try:
+            model = create_timm_model(name, num_classes, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"Bad model_kwargs for timm model {name}: {e}.") from None
+    else:
+        raise unknown_model(name)
+    if weights:
+        load_weights_file(model, weights)
+    return model

@@ -1,0 +1,143 @@
+"""Any timm model by name, with its classifier sized for our classes, and weight loading.
+
+* ``pretrained=True`` goes through timm's own loader (Hugging Face hub, honouring ``HF_HOME`` and
+  ``HF_HUB_OFFLINE``); a failed download becomes :class:`WeightsError` saying how to use a local file.
+* ``load_weights_file`` reads a local safetensors / PyTorch file without executing code, in
+  timm's key naming or the original (e.g. torchvision) naming -- converted by the model family's
+  own ``checkpoint_filter_fn`` from timm where one exists -- and drops a classifier whose shape
+  does not fit, saying so. Any other mismatch is an error naming the keys.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger("cifarlab")
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be obtained or do not fit the model. The message says which keys and what to do."""
+
+
+def timm_names() -> list[str]:
+    import timm
+    return timm.list_models()
+
+
+def is_timm_model(name: str) -> bool:
+    import timm
+    return timm.is_model(name.split(".")[0])
+
+
+def create_timm_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """``timm.create_model`` with ``num_classes``; pretrained download errors become :class:`WeightsError`."""
+    import timm
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:  # hub errors subclass OSError/HTTPError; offline: LocalEntryNotFound
+        if not pretrained:
+            raise
+        raise WeightsError(
+            f"Could not obtain the pretrained weights of {name} ({type(e).__name__}: {e}). If this machine is "
+            f"offline, download them elsewhere (e.g. timm.create_model('{name}', pretrained=True) and save "
+            "model.state_dict() with safetensors) and pass the file with --weights PATH instead of --pretrained."
+        ) from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights without executing code: safetensors, or torch files with ``weights_only=True``.
+
+    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers and DataParallel's ``module.`` prefix.
+    Raises :class:`WeightsError` for a missing, corrupt or unsafe file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors errors, zip/pickle errors, refused globals
+        raise WeightsError(f"Weights file {path} is corrupt or not a weights file "
+                           f"({type(e).__name__}: {str(e)[:200]}).") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"Weights file {path} does not hold a state dict of tensors.")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _family_filter(model: nn.Module):
+    """The model family's ``checkpoint_filter_fn`` from timm (converts original/torchvision names)."""
+    module = importlib.import_module(type(model).__module__)
+    for name in ("checkpoint_filter_fn", "_filter_fn", "_filter_torchvision_pretrained"):
+        if callable(getattr(module, name, None)):
+            return getattr(module, name)
+    return None
+
+
+def classifier_names(model: nn.Module) -> list[str]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or []
+    names = [names] if isinstance(names, str) else list(names)
+    if not names and hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        names = [n for n, m in model.named_modules() if m is head]
+    return names
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> dict:
+    """Load a local weights file into ``model``.
+
+    Returns ``{"loaded": n, "dropped_classifier": [keys], "converted": bool}``.
+
+    Raises:
+        WeightsError: file unreadable, or keys/shapes other than the classifier's do not match
+            (the message lists the first mismatching keys: a file for another architecture).
+    """
+    sd = read_state_dict(path)
+    target = model.state_dict()
+    converted = False
+    if not set(target) & set(sd):
+        fn = _family_filter(model)
+        if fn is not None:
+            try:
+                try:
+                    out = fn(dict(sd), model)
+                except TypeError:  # filters that take the state dict alone
+                    out = fn(dict(sd))
+                sd, converted = out, True
+            except Exception as e:  # not convertible: the key comparison below reports the mismatch
+                log.debug("%s could not convert %s: %s", getattr(fn, "__name__", fn), path, e)
+    heads = tuple(f"{n}." for n in classifier_names(model))
+    dropped = [k for k in list(sd) if k.startswith(heads) and (k not in target or sd[k].shape != target[k].shape)]
+    for k in dropped:
+        del sd[k]
+    missing = [k for k in target if k not in sd and not k.startswith(heads)]
+    unexpected = [k for k in sd if k not in target]
+    shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
+             if k in target and sd[k].shape != target[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} model keys missing from the file (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} file keys unknown to the model (e.g. {', '.join(unexpected[:4])})")
+        if shape:
+            parts.append(f"{len(shape)} shape mismatches (e.g. {'; '.join(shape[:3])})")
+        raise WeightsError(f"Weights file {path} does not fit {type(model).__name__}: " + "; ".join(parts)
+                           + ". Is it for another architecture or model size?")
+    model.load_state_dict(sd, strict=False)
+    if dropped:
+        log.warning("Dropped the classifier from %s (%s): its shape does not fit %d classes; it is trained anew.",
+                    path, ", ".join(dropped), getattr(model, "num_classes", -1))
+    return {"loaded": len(sd), "dropped_classifier": dropped, "converted": converted}
