@@ -20,7 +20,7 @@ from .config import ConfigError, TrainConfig
 from .runs import RunDir, RunDirError, generate_run_name
 
 # Keys whose change makes a saved training state meaningless on resume.
-RESUME_SAFE_KEYS = {"progress", "threads", "device", "data_dir", "download", "eval_batch_size"}
+RESUME_SAFE_KEYS = {"progress", "threads", "device", "data_dir", "download", "eval_batch_size", "cache_dir"}
 
 
 @dataclass
@@ -76,34 +76,147 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _prepare_data(cfg: TrainConfig, device: torch.device):
-    """Load, split and wrap the data in device loaders; returns (dataset, loaders, stats)."""
-    from .data import DeviceLoader, channel_stats, load_dataset, split_train_val
+def _load_data(cfg: TrainConfig):
+    from .data import load_dataset, split_train_val, stratified_split
 
     ds = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
     train, val = split_train_val(ds.train, cfg.val_size, cfg.seed)
-    mean, std = channel_stats(ds.train.images)
+    if cfg.train_size:
+        if cfg.train_size > len(train):
+            raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train)} training images available.")
+        if cfg.train_size < len(train):  # keep a class-stratified subset (the "held-out" part is unused)
+            _, keep = stratified_split(train.labels, cfg.train_size, cfg.seed + 1)
+            train = train.subset(keep)
+    return ds, train, val
+
+
+def _loaders(cfg: TrainConfig, ds, train, val, device, mean, std) -> dict:
+    from .data import DeviceLoader
+
     mk = lambda arrays, **kw: DeviceLoader(arrays, mean, std, device=device, seed=cfg.seed, **kw)
-    loaders = {
+    return {
         "train": mk(train, batch_size=cfg.batch_size, train=True, flip=cfg.flip, translate=cfg.translate,
                     cutout=cfg.cutout),
         "val": mk(val, batch_size=cfg.eval_batch_size) if val is not None else None,
         "test": mk(ds.test, batch_size=cfg.eval_batch_size),
     }
-    return ds, loaders, {"mean": mean, "std": std}
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device, init_images=None):
-    from .models import create_model
+def _size_schedule(cfg: TrainConfig, model) -> list[tuple[int, int]] | None:
+    """[(first_epoch, side), ...] for on-device resizing; None keeps the data's 32x32."""
+    from .models import data_config
+    if cfg.img_sizes:
+        return sorted((int(e), int(sz)) for e, sz in cfg.img_sizes)
+    side = cfg.img_size or data_config(model)["input_size"][-1]
+    return None if side == 32 else [(0, int(side))]
+
+
+class Batches:
+    """A loader's batches as the model sees them: resized on the device to the epoch's side
+    (``F.interpolate``, progressive schedules allowed) and channels_last when asked.
+
+    Evaluation (``ordered``) uses the schedule's final side.
+    """
+
+    def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool):
+        self.loader, self.sizes, self.mode, self.channels_last = loader, sizes, interpolation, channels_last
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def side(self, epoch: int | None = None) -> int | None:
+        if not self.sizes:
+            return None
+        if epoch is None:
+            return self.sizes[-1][1]
+        return [sz for e, sz in self.sizes if e <= epoch][-1] if epoch >= self.sizes[0][0] else self.sizes[0][1]
+
+    def _tf(self, x: torch.Tensor, side: int | None) -> torch.Tensor:
+        if side is not None and side != x.shape[-1]:
+            kw = {"align_corners": False, "antialias": side < x.shape[-1]} if self.mode in ("bilinear", "bicubic") else {}
+            x = torch.nn.functional.interpolate(x, size=(side, side), mode=self.mode, **kw)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None):
+        side = self.side(epoch)
+        for x, y in self.loader.epoch(epoch, start=start, stop=stop):
+            yield self._tf(x, side), y
+
+    def ordered(self):
+        side = self.side()
+        for x, y in self.loader.ordered():
+            yield self._tf(x, side), y
+
+
+def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_weights: bool = True):
+    """Create the model (seeded). Weights from ``cfg.weights``/``cfg.pretrained`` when ``load_weights``."""
+    from .models import create_model, is_timm_model, model_cfg
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes, **cfg.model_kwargs)
-    if init_images is not None and hasattr(model, "init_from_data"):
-        model.init_from_data(init_images)
+    kwargs = dict(cfg.model_kwargs)
+    side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
+    if side and is_timm_model(cfg.model) and cfg.model not in _builtin_names():
+        import timm
+        pc = timm.models.get_pretrained_cfg(cfg.model.split(".")[0]) if hasattr(timm.models, "get_pretrained_cfg") else None
+        if pc is not None and getattr(pc, "fixed_input_size", False):
+            kwargs.setdefault("img_size", side)  # ViT-style models: position embeddings resampled by timm
+    model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
+                         weights=cfg.weights if load_weights else None, **kwargs)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _builtin_names() -> set:
+    from .models import list_models
+    return set(list_models())
+
+
+def check_input_size(model, side: int, device: torch.device, name: str) -> None:
+    """Raise :class:`ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the minimum."""
+    def works(s: int) -> bool:
+        try:
+            with torch.no_grad():
+                was = model.training
+                model.eval()
+                model(torch.zeros(1, 3, s, s, device=device))
+                model.train(was)
+            return True
+        except (RuntimeError, ValueError, AssertionError):
+            model.train(was)
+            return False
+    if works(side):
+        return
+    minimum = next((s for s in (16, 24, 32, 48, 64, 75, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384)
+                    if s > side and works(s)), None)
+    hint = f" The smallest side that works is {minimum} pixels: use --set img_size={minimum}." if minimum else ""
+    raise ConfigError(f"Input size {side}x{side} is too small for {name}.{hint}")
+
+
+def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
+    """Data, model and input pipelines for ``cfg``: (dataset, model, pipelines, normalization)."""
+    from .data import channel_stats
+    from .models import data_config
+
+    ds, train, val = _load_data(cfg)
+    model = _build_model(cfg, ds.num_classes, device, load_weights)
+    dc = data_config(model)
+    if dc["mean"] is not None:
+        mean, std = dc["mean"], dc["std"]          # the pretrained config's normalization
+    else:
+        mean, std = channel_stats(ds.train.images)  # the dataset's own statistics
+    loaders = _loaders(cfg, ds, train, val, device, mean, std)
+    sizes = _size_schedule(cfg, model)
+    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last) if v is not None else None)
+             for k, v in loaders.items()}
+    side = pipes["test"].side() or 32
+    check_input_size(model, min([side] + [sz for _, sz in (sizes or [])]), device, cfg.model)
+    fresh = not (cfg.weights or cfg.pretrained)
+    if load_weights and fresh and hasattr(model, "init_from_data"):
+        x = torch.cat([x for x, _ in _take(loaders["train"].ordered(), 5000)])[:5000]  # airbench: 5 000 images
+        model.init_from_data(x)
+    return ds, model, pipes, {"mean": list(mean), "std": list(std)}
 
 
 def _coarse(ds):
@@ -159,7 +272,8 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
         state = load_train_state(rd.file("train-state-last.pt"))
         weights = load_weights(rd.file("checkpoint-last.safetensors"))
     else:
-        cfg = config if config is not None else recipe_config(overrides.get("dataset", "cifar10"))
+        cfg = config if config is not None else recipe_config(overrides.get("dataset", "cifar10"),
+                                                              overrides.get("model"))
         cfg = cfg.update(overrides)
         state = weights = None
     cfg.validate()
@@ -177,42 +291,44 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
         rd.save_config(cfg)
     rd.set_status("running")
 
-    ds, loaders, stats = _prepare_data(cfg, device)
-    init = loaders["train"].ordered()
-    init_images = torch.cat([x for x, _ in _take(init, 5000)])[:5000]  # airbench: 5 000 images
-    model = _build_model(cfg, ds.num_classes, device, init_images)
+    # On resume the weights come from checkpoint-last, except for a cached linear probe, whose
+    # checkpoints hold only the classifier: its backbone must be loaded again.
+    probe = cfg.strategy == "linear-probe" and cfg.feature_cache
+    ds, model, pipes, stats = _prepare(cfg, device, load_weights=resume is None or probe)
     prep_seconds = time.perf_counter() - t0
 
-    def batches(loader):
-        for x, y in loader.ordered():
-            yield (x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x), y
-
     val_fn = None
-    if loaders["val"] is not None:
+    if pipes["val"] is not None:
         def val_fn(m):
-            logits, labels = predict_logits(m, batches(loaders["val"]), device, tta=0, precision=cfg.precision)
+            logits, labels = predict_logits(m, pipes["val"].ordered(), device, tta=0, precision=cfg.precision)
             return {"loss": torch.nn.functional.cross_entropy(logits, labels).item(),
                     "top1": 100.0 * (logits.argmax(1) == labels).float().mean().item()}
 
-    loader = _ChannelsLast(loaders["train"]) if cfg.channels_last else loaders["train"]
-    result = fit(model, loader, cfg, rd, device, val_fn=val_fn, resume=state, resume_weights=weights,
-                 callbacks=callbacks)
+    cache_info = None
+    if probe:
+        from .training.probe import fit_linear_probe
+        result, cache_info = fit_linear_probe(model, pipes, cfg, rd, device, ds, resume=state,
+                                              resume_weights=weights, callbacks=callbacks)
+    else:
+        result = fit(model, pipes["train"], cfg, rd, device, val_fn=val_fn, resume=state, resume_weights=weights,
+                     callbacks=callbacks)
 
     # ---- score the selected weights on the test set, once
-    eval_model = _build_model(cfg, ds.num_classes, device)
+    eval_model = _build_model(cfg, ds.num_classes, device, load_weights=False)
     eval_model.load_state_dict(result.eval_state)
     t_eval = time.perf_counter()
-    logits, labels = predict_logits(eval_model, batches(loaders["test"]), device, tta=cfg.tta,
+    logits, labels = predict_logits(eval_model, pipes["test"].ordered(), device, tta=cfg.tta,
                                     precision=cfg.precision)
     eval_seconds = time.perf_counter() - t_eval
     coarse_of_fine, coarse_classes = _coarse(ds)
     test = classification_metrics(logits, labels, ds.classes, coarse_of_fine, coarse_classes)
-    example = next(iter(batches(loaders["test"])))[0]
+    example = next(iter(pipes["test"].ordered()))[0]
     params = count_parameters(model)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     results = {
-        "dataset": cfg.dataset, "model": cfg.model, "num_classes": ds.num_classes, "classes": ds.classes,
-        "test": test, "tta": cfg.tta,
+        "dataset": cfg.dataset, "model": cfg.model, "strategy": cfg.strategy, "num_classes": ds.num_classes,
+        "classes": ds.classes, "test": test, "tta": cfg.tta, "input_side": pipes["test"].side() or 32,
+        "train_images": pipes["train"].loader.num_images,
         "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "parameters": params,
         "model_size_bytes": sum(t.numel() * t.element_size() for t in result.eval_state.values()),
@@ -225,23 +341,11 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
         "normalization": stats, "data_source": ds.source, "data_notes": ds.notes,
         "environment": environment(device),
     }
+    if cache_info is not None:
+        results["feature_cache"] = cache_info
     rd.write_json("results.json", results)
     rd.set_status("complete")
     return Run(rd.path, cfg, rd.read_metrics(), results)
-
-
-class _ChannelsLast:
-    """Wraps a loader so its batches come out channels_last (measured faster for conv nets on CPU)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def epoch(self, *a, **kw):
-        for x, y in self.loader.epoch(*a, **kw):
-            yield x.contiguous(memory_format=torch.channels_last), y
 
 
 def _take(batches, n):
@@ -278,8 +382,7 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
     if data_dir is not None:
         cfg = cfg.update({"data_dir": data_dir})
     device = resolve_device(cfg.device)
-    ds, loaders, _ = _prepare_data(cfg, device)
-    model = _build_model(cfg, ds.num_classes, device)
+    ds, model, pipes, _ = _prepare(cfg, device, load_weights=False)
     state = load_weights(rd.file(f"checkpoint-{checkpoint}.safetensors"))
     try:
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("ema.")})
@@ -287,12 +390,7 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
         from .training import CheckpointError
         raise CheckpointError(f"checkpoint-{checkpoint} does not fit model {cfg.model}: {e}") from None
     level = cfg.tta if tta is None else tta
-
-    def batches():
-        for x, y in loaders["test"].ordered():
-            yield (x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x), y
-
-    logits, labels = predict_logits(model, batches(), device, tta=level, precision=cfg.precision)
+    logits, labels = predict_logits(model, pipes["test"].ordered(), device, tta=level, precision=cfg.precision)
     coarse_of_fine, coarse_classes = _coarse(ds)
     metrics = classification_metrics(logits, labels, ds.classes, coarse_of_fine, coarse_classes)
     metrics["checkpoint"], metrics["tta"] = checkpoint, level
@@ -300,3 +398,35 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
     write_confusion(rd.path, np.array(metrics["confusion"]), ds.classes)
     write_per_class(rd.path, metrics, ds.classes)
     return metrics
+
+
+# ---------------------------------------------------------------------------------------- lr_find
+def lr_find(config: TrainConfig | None = None, out_dir: str | os.PathLike = "lr_find", start_lr: float = 1e-6,
+            end_lr: float = 10.0, steps: int = 100, **overrides) -> dict:
+    """LR range test on the configured data, model and strategy; writes ``lr_find.png`` and
+    ``lr_find.json`` in ``out_dir`` and returns the curve with ``valley`` and ``steepest`` suggestions
+    (learning rates of the main parameter group, ``cfg.lr``'s role).
+
+    Raises: ConfigError, DataError, UnknownModelError, WeightsError (as :func:`train`).
+    """
+    from .recipes import recipe_config
+    from .report.figures import plot_lr_find
+    from .runs import write_json
+    from .training.lr_find import lr_range_test
+
+    tune_malloc()
+    cfg = config if config is not None else recipe_config(overrides.get("dataset", "cifar10"), overrides.get("model"))
+    cfg = cfg.update(overrides).validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"Cannot write {out}: {e.strerror}.") from None
+    _, model, pipes, _ = _prepare(cfg, device)
+    result = lr_range_test(model, pipes["train"], cfg, device, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    write_json(out / "lr_find.json", {**result, "config": cfg.to_dict()})
+    plot_lr_find(out / "lr_find.png", result)
+    return result

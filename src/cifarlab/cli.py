@@ -13,20 +13,34 @@ from .config import ConfigError, TrainConfig, parse_overrides
 
 # flag -> config key, for the most used settings (everything else: --set key=value)
 COMMON = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_size": int, "lr": float,
-          "val_size": int, "seed": int, "device": str, "threads": int, "tta": int, "precision": str,
-          "optimizer": str}
+          "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
+          "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
+          "freeze_epochs": float}
+
+
+def _config_args(p):
+    for key, typ in COMMON.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
+    p.add_argument("--pretrained", action="store_true", default=None,
+                   help="timm's default pretrained weights (Hugging Face hub; use --weights offline)")
+    p.add_argument("--config", help="YAML file of config keys (applied before flags)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _train_parser(sub):
     p = sub.add_parser("train", help="train a model and record a run directory",
-                       description="Train with the tuned recipe of --dataset; flags and --set override it.")
-    for key, typ in COMMON.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
-    p.add_argument("--config", help="YAML file of config keys (applied before flags)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+                       description="Train with the tuned recipe of --dataset; flags and --set override it. "
+                                   "--model takes a built-in name or any timm model name.")
+    _config_args(p)
     p.add_argument("--run-dir", help="run directory (default runs/<generated name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    f = sub.add_parser("lr-find", help="learning-rate range test: loss-vs-lr plot and suggestions")
+    _config_args(f)
+    f.add_argument("--start-lr", type=float, default=1e-6)
+    f.add_argument("--end-lr", type=float, default=10.0)
+    f.add_argument("--steps", type=int, default=100)
+    f.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
     return p
 
 
@@ -47,16 +61,19 @@ def _train_config(args) -> tuple[TrainConfig | None, dict]:
     from .recipes import recipe_config
 
     overrides = {k: getattr(args, k) for k in COMMON if getattr(args, k) is not None}
+    if args.pretrained:
+        overrides["pretrained"] = True
     if args.no_progress:
         overrides["progress"] = False
     overrides.update(parse_overrides(args.set))
-    if args.resume:
+    if getattr(args, "resume", None):
         return None, overrides
-    base = recipe_config(overrides.get("dataset", "cifar10"))
+    base = recipe_config(overrides.get("dataset", "cifar10"), overrides.get("model"))
     if args.config:
         file_cfg = TrainConfig.load_yaml(args.config)
         dataset = overrides.get("dataset", file_cfg.dataset)
-        base = recipe_config(dataset).update(
+        base = recipe_config(dataset, overrides.get("model", file_cfg.model if file_cfg.model != TrainConfig().model
+                                                    else None)).update(
             {k: v for k, v in file_cfg.to_dict().items() if v != TrainConfig().to_dict()[k]}, source=args.config)
     return base, overrides
 
@@ -65,8 +82,10 @@ def _expected_errors():
     from .data import DataError
     from .models import UnknownModelError
     from .runs import RunDirError
+    from .models import WeightsError
     from .training import CheckpointError, TrainingDiverged
-    return (ConfigError, DataError, RunDirError, UnknownModelError, CheckpointError, TrainingDiverged, ValueError)
+    return (ConfigError, DataError, RunDirError, UnknownModelError, CheckpointError, TrainingDiverged, WeightsError,
+            ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import api
         from .training import TrainingInterrupted
         if args.command == "train":
+            import signal
+            # a scheduler's SIGTERM saves the position like Ctrl-C does
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             cfg, overrides = _train_config(args)
             try:
                 run = api.train(cfg, run_dir=args.run_dir, resume=args.resume, **overrides)
@@ -95,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train {r['train_seconds']:.1f} s ({r['train_images_per_s']:.0f} images/s), wall "
                   f"{r['wall_seconds']:.1f} s, peak memory {r['peak_memory_bytes'] / 2**30:.2f} GiB")
             print(f"run directory: {run.path}")
+            return 0
+        if args.command == "lr-find":
+            cfg, overrides = _train_config(args)
+            r = api.lr_find(cfg, out_dir=args.out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                            **overrides)
+            fmt = lambda v: "n/a" if v is None else f"{v:.2e}"
+            print(f"suggested learning rates (--lr): valley {fmt(r['valley'])}, steepest {fmt(r['steepest'])}")
+            print(f"wrote {args.out}/lr_find.png and lr_find.json ({len(r['lr'])} steps)")
             return 0
         if args.command == "evaluate":
             m = api.evaluate(args.run_dir, checkpoint=args.checkpoint, tta=args.tta, data_dir=args.data_dir)

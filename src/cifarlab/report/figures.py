@@ -60,3 +60,28 @@ def write_per_class(out_dir: Path, metrics: dict, classes: list[str]) -> tuple[P
     lines += [f"| {c} | {n} | {k} | {a:.2f} |" for c, n, k, a in sorted(rows, key=lambda r: r[3])]
     (out_dir / "per_class.md").write_text("\n".join(lines) + "\n")
     return out_dir / "per_class.csv", out_dir / "per_class.md"
+
+
+def plot_lr_find(path: Path, result: dict) -> Path:
+    """Loss (smoothed) against learning rate on a log axis, with the suggestions marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result["lr"], result["raw_loss"], color="0.8", lw=1, label="loss per step")
+    ax.plot(result["lr"], result["loss"], color="C0", lw=2, label="smoothed loss")
+    for key, color in (("valley", "C2"), ("steepest", "C3")):
+        if result.get(key):
+            ax.axvline(result[key], color=color, ls="--", label=f"{key}: {result[key]:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (main parameter group)")
+    ax.set_ylabel("training loss")
+    lo, hi = min(result["loss"]), max(result["loss"][: max(1, len(result["loss"]) // 2)])
+    ax.set_ylim(lo - 0.1 * abs(lo), hi + 0.5 * (hi - lo) + 1e-6)
+    ax.set_title("Learning-rate range test")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

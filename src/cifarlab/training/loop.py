@@ -21,6 +21,7 @@ from ..config import TrainConfig
 from ..runs import RunDir
 from .checkpoint import save_checkpoint
 from .optim import Schedule, build_optimizers
+from .strategy import Strategy
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,7 +76,8 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
     spe = len(loader)
     total_steps = max(1, math.ceil(cfg.epochs * spe))
     n_epochs = math.ceil(total_steps / spe)
-    optimizers = build_optimizers(model, cfg)
+    strategy = Strategy.from_config(model, cfg, spe)
+    optimizers = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales)
     schedule = Schedule(optimizers, total_steps, round(cfg.warmup_epochs * spe), cfg.schedule,
                         cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * spe))
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -130,6 +132,8 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
             lr_mult = schedule.multiplier(max(0, st["global_step"] - 1))
             t_start = time.perf_counter()
             for x, y in loader.epoch(epoch, start=st["step_in_epoch"], stop=steps_here):
+                model.train()
+                strategy.set_mode(model, st["global_step"])
                 if hasattr(model, "whiten_bias_trainable"):
                     model.whiten_bias_trainable = st["global_step"] < schedule.whiten_steps
                 with _autocast(device, cfg.precision):

@@ -66,54 +66,86 @@ class ConvMuon(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"])
 
 
-def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split trainable parameters into ``filters`` (>= 2-D, not the head), ``head``, ``whiten`` (the
-    airbench stem's bias, when the model has one) and ``bias`` (the rest: norms, biases)."""
+def param_groups(model: nn.Module, params: set | None = None) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Split parameters into ``filters`` (>= 2-D, not the head), ``head``, ``whiten`` (the airbench
+    stem's bias, when the model has one) and ``bias`` (the rest: norms, biases), as (name, param) pairs.
+
+    ``params``: the ids of the parameters to include (default: those with ``requires_grad``).
+    """
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
     whiten = getattr(model, "whiten", None)
-    whiten_ids = {id(whiten.bias)} if whiten is not None and whiten.bias is not None else set()
+    whiten_ids = {id(whiten.bias)} if isinstance(whiten, nn.Conv2d) and whiten.bias is not None else set()
     groups = {"filters": [], "head": [], "whiten": [], "bias": []}
-    for p in model.parameters():
-        if not p.requires_grad:
+    for name, p in model.named_parameters():
+        if (id(p) not in params) if params is not None else not p.requires_grad:
             continue
         if id(p) in whiten_ids:
-            groups["whiten"].append(p)
+            groups["whiten"].append((name, p))
         elif id(p) in head_ids:
-            groups["head"].append(p)
+            groups["head"].append((name, p))
         elif p.ndim >= 2:
-            groups["filters"].append(p)
+            groups["filters"].append((name, p))
         else:
-            groups["bias"].append(p)
+            groups["bias"].append((name, p))
     return groups
 
 
-def build_optimizers(model: nn.Module, cfg) -> list[torch.optim.Optimizer]:
+def layer_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
+    """Discriminative learning rates: parameter name -> lr multiplier ``layer_decay ** depth_from_top``.
+
+    Layers come from the model's ``group_matcher`` (timm), else timm's automatic grouping; the head
+    is the top layer (multiplier 1). Idea: fastai's discriminative learning rates (Howard & Ruder
+    2018, arXiv:1801.06146); grouping code: timm ``param_groups_layer_decay``.
+    """
+    if layer_decay >= 1.0:
+        return {}
+    from timm.models import group_parameters
+    from timm.optim._param_groups import auto_group_layers
+    if hasattr(model, "group_matcher"):
+        layer_map = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    else:
+        layer_map = auto_group_layers(model)
+    top = max(layer_map.values()) if layer_map else 0
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_names = {n for n, p in model.named_parameters()
+                  if isinstance(head, nn.Module) and any(p is q for q in head.parameters())}
+    return {n: (1.0 if n in head_names else layer_decay ** (top - layer_map.get(n, top)))
+            for n, _ in model.named_parameters()}
+
+
+def build_optimizers(model: nn.Module, cfg, params: set | None = None,
+                     scales: dict[str, float] | None = None) -> list[torch.optim.Optimizer]:
     """Optimizers for ``cfg.optimizer``; each param group carries a ``name`` used by the schedule.
 
     muon: ConvMuon on filters + Nesterov SGD on head and biases (airbench94_muon).
     sgd: Nesterov SGD, filters at ``lr``. adamw: AdamW, filters at ``lr``, betas (momentum, 0.999).
+    ``params``: ids of the parameters to optimise (default: those with requires_grad).
+    ``scales``: per-parameter-name lr multipliers (:func:`layer_scales`); groups split by multiplier.
     """
-    g = param_groups(model)
+    g = param_groups(model, params)
+    scales = scales or {}
 
-    def group(name, params, lr, wd=True):
-        return dict(params=params, lr=lr, name=name, weight_decay=(cfg.weight_decay / lr) if wd else 0.0)
+    def groups(kind, base_lr, wd=True):
+        by_scale: dict[float, list] = {}
+        for name, p in g[kind]:
+            by_scale.setdefault(round(scales.get(name, 1.0), 6), []).append(p)
+        return [dict(params=ps, lr=base_lr * sc, name=kind, lr_scale=sc,
+                     weight_decay=(cfg.weight_decay / (base_lr * sc)) if wd else 0.0)
+                for sc, ps in sorted(by_scale.items(), reverse=True)]
 
-    side = [group("whiten", g["whiten"], cfg.bias_lr), group("bias", g["bias"], cfg.bias_lr),
-            group("head", g["head"], cfg.head_lr)]
-    side = [s for s in side if s["params"]]
+    side = groups("whiten", cfg.bias_lr) + groups("bias", cfg.bias_lr) + groups("head", cfg.head_lr)
     if cfg.optimizer == "muon":
-        opts = [torch.optim.SGD(side, lr=cfg.bias_lr, momentum=cfg.momentum, nesterov=True)] if side else []
-        if g["filters"]:
-            opts.append(ConvMuon([dict(params=g["filters"], lr=cfg.lr, name="filters")],
-                                 lr=cfg.lr, momentum=cfg.muon_momentum))
+        opts = [torch.optim.SGD(side, lr=cfg.bias_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)] if side else []
+        filt = groups("filters", cfg.lr, wd=False)
+        if filt:
+            opts.append(ConvMuon(filt, lr=cfg.lr, momentum=cfg.muon_momentum))
         return opts
-    groups = [group("filters", g["filters"], cfg.lr)] + side if g["filters"] else side
+    all_groups = groups("filters", cfg.lr) + side
     if cfg.optimizer == "sgd":
-        return [torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)]
-    for gr in groups:  # AdamW's decay is already lr-coupled in torch: keep it decoupled like SGD's
-        gr["weight_decay"] = cfg.weight_decay / gr["lr"]
-    return [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))]
+        return [torch.optim.SGD(all_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)]
+    # AdamW's decay is lr-coupled in torch; weight_decay / lr keeps it decoupled like SGD's
+    return [torch.optim.AdamW(all_groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))]
 
 
 def lr_multiplier(step: int, total: int, warmup: int, schedule: str, final_frac: float) -> float:

@@ -1,0 +1,178 @@
+"""Linear probes on cached features: run the frozen backbone once, train the head many times.
+
+The pooled pre-logit features (``model.forward_head(model.forward_features(x), pre_logits=True)``)
+of every train/val/test image are computed once per (model, weights, input side, interpolation,
+normalization, dataset files, split, views) and stored as a safetensors file in the cache folder.
+The head then trains with the same :func:`~cifarlab.training.fit` loop, on a loader of features.
+Any change to those inputs changes the key, so a stale cache is never read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..runs import RunDir
+from .checkpoint import atomic_write, save_checkpoint
+from .loop import FitResult, fit
+
+FORMAT_VERSION = 1
+
+
+class HeadOnly(nn.Module):
+    """The model's classifier alone, applied to pooled features (B, D) -> logits (B, C)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.classifier(f)
+
+
+class FeatureLoader:
+    """Batches of cached features with :class:`~cifarlab.data.DeviceLoader`'s interface.
+
+    Shuffled per (seed, epoch) when ``train``; features float32 (N, D), labels int64 (N,).
+    """
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool, seed: int):
+        self.feats, self.labels, self.batch_size, self.train, self.seed = feats, labels, batch_size, train, seed
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return max(1, n // self.batch_size) if self.train else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None):
+        if not self.train:
+            yield from self.ordered()
+            return
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        stop = len(self) if stop is None else min(stop, len(self))
+        for i in range(start, stop):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.feats.device)
+            yield self.feats[idx], self.labels[idx]
+
+    def ordered(self):
+        for i in range(0, len(self.labels), self.batch_size):
+            yield self.feats[i:i + self.batch_size], self.labels[i:i + self.batch_size]
+
+
+def _file_id(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def feature_key(cfg: TrainConfig, ds, side: int, normalization: dict, views: tuple[str, ...]) -> str:
+    """Hex key of everything the cached features depend on."""
+    if cfg.weights:
+        weights = "file:" + _file_id(cfg.weights)
+    elif cfg.pretrained:
+        weights = "pretrained:" + cfg.model
+    else:
+        weights = f"random:{cfg.seed}"
+    src = Path(ds.source)
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in src.iterdir() if p.is_file()) \
+        if src.is_dir() else []
+    material = {"v": FORMAT_VERSION, "model": cfg.model, "kwargs": cfg.model_kwargs, "weights": weights,
+                "side": side, "interpolation": cfg.interpolation, "dataset": cfg.dataset, "files": files,
+                "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size, "seed": cfg.seed,
+                "normalization": normalization, "views": list(views), "precision": cfg.precision}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, batches, device: torch.device, precision: str, flip: bool = False):
+    """Pooled pre-logit features of every batch: float32 (N, D) and labels (N,), on ``device``."""
+    model.eval()
+    out, ys = [], []
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else torch.autocast(device.type, enabled=False)
+    with ctx:
+        for x, y in batches:
+            x = x.flip(-1) if flip else x
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+            ys.append(y)
+    return torch.cat(out), torch.cat(ys)
+
+
+def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, device: torch.device, ds,
+                     resume=None, resume_weights=None, callbacks=()) -> tuple[FitResult, dict]:
+    """Train ``model``'s classifier on cached features; returns the fit result (full-model weights
+    in ``eval_state``) and cache facts: ``{"key", "hit", "extract_seconds", "backbone_seconds_per_epoch"}``.
+    """
+    from ..data import default_data_dir
+    from ..models.timm_adapter import classifier_names
+    from safetensors.torch import load_file, save_file
+
+    views = ("center", "flip") if cfg.flip != "none" else ("center",)
+    side = pipes["test"].side() or 32
+    norm = {"mean": [round(v, 6) for v in pipes["test"].loader.mean.tolist()],
+            "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
+    key = feature_key(cfg, ds, side, norm, views)
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
+    path = folder / f"{key}.safetensors"
+    t0 = time.perf_counter()
+    hit = path.is_file()
+    feats = None
+    if hit:
+        try:
+            feats = {k: v.to(device) for k, v in load_file(str(path)).items()}
+        except Exception:  # unreadable cache file: recompute and overwrite
+            hit = False
+    if feats is None:
+        feats = {}
+        for split in ("train", "val", "test"):
+            if pipes[split] is None:
+                continue
+            xs, ys = zip(*[extract_features(model, pipes[split].ordered(), device, cfg.precision, flip=(v == "flip"))
+                           for v in (views if split == "train" else ("center",))])
+            feats[f"{split}_x"], feats[f"{split}_y"] = torch.cat(xs), torch.cat(ys)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: save_file({k: v.contiguous().cpu() for k, v in feats.items()}, p))
+    extract_seconds = time.perf_counter() - t0
+    n_train_passes = len(views)
+    info = {"key": key, "path": str(path), "hit": hit, "extract_seconds": extract_seconds,
+            "views": list(views)}
+    if not hit:  # the cost one epoch of an uncached probe would pay for the backbone on train
+        total = sum(len(feats[f"{s}_y"]) * (n_train_passes if s == "train" else 1)
+                    for s in ("train", "val", "test") if f"{s}_y" in feats)
+        info["backbone_seconds_per_epoch"] = extract_seconds * len(feats["train_y"]) / max(total, 1)
+
+    head_name = classifier_names(model)[0]
+    head = HeadOnly(model.get_classifier())
+    loader = FeatureLoader(feats["train_x"], feats["train_y"], cfg.batch_size, train=True, seed=cfg.seed)
+    val_fn = None
+    if "val_x" in feats:
+        vx, vy = feats["val_x"], feats["val_y"]
+
+        def val_fn(m):
+            with torch.no_grad():
+                logits = m(vx).float()
+            return {"loss": nn.functional.cross_entropy(logits, vy).item(),
+                    "top1": 100.0 * (logits.argmax(1) == vy).float().mean().item()}
+    probe_cfg = cfg.update({"whiten_bias_epochs": 0.0, "channels_last": False})
+    result = fit(head, loader, probe_cfg, run, device, val_fn=val_fn, resume=resume, resume_weights=resume_weights,
+                 callbacks=callbacks)
+    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k, v in result.eval_state.items():
+        full[f"{head_name}.{k[len('classifier.'):]}"] = v
+    result.eval_state = full
+    save_checkpoint(run.path, "best", full)  # evaluate() reads full-model weights
+    return result, info

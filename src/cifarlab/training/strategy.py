@@ -1,0 +1,68 @@
+"""Transfer-learning strategies: which parameters train, and when.
+
+==============  ============================================================================
+scratch / full  every trainable parameter, one learning rate per group kind
+linear-probe    only the classifier trains; the backbone is frozen and its BatchNorm layers stay
+                in inference mode (running statistics untouched)
+fine-tune       the classifier alone for ``freeze_epochs``, then everything, with discriminative
+                learning rates (``layer_decay`` per layer group below the head), as fastai's
+                ``fine_tune`` (Howard & Ruder 2018, arXiv:1801.06146)
+==============  ============================================================================
+
+The phase is a function of the optimizer step, so a resumed run freezes and unfreezes exactly
+where the uninterrupted one did.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .optim import layer_scales
+
+
+@dataclass
+class Strategy:
+    name: str
+    head_ids: set
+    trainable_ids: set             # parameters trainable before any freezing
+    freeze_steps: int = 0
+    scales: dict = field(default_factory=dict)
+    _frozen: bool | None = None
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg, steps_per_epoch: int) -> "Strategy":
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        freeze = math.ceil(cfg.freeze_epochs * steps_per_epoch) if cfg.strategy == "fine-tune" else 0
+        scales = layer_scales(model, cfg.layer_decay) if cfg.strategy == "fine-tune" else {}
+        return cls(cfg.strategy, head_ids, trainable, freeze, scales)
+
+    @property
+    def optimized_ids(self) -> set:
+        """Parameters the optimizers hold: only the head for a linear probe."""
+        return self.head_ids & self.trainable_ids if self.name == "linear-probe" else self.trainable_ids
+
+    def frozen_at(self, step: int) -> bool:
+        return self.name == "linear-probe" or (self.name == "fine-tune" and step < self.freeze_steps)
+
+    def set_mode(self, model: nn.Module, step: int) -> None:
+        """Apply the phase of ``step``: requires_grad flags, and frozen BatchNorm in eval mode.
+
+        Call after ``model.train()``.
+        """
+        frozen = self.frozen_at(step)
+        if frozen != self._frozen:
+            for p in model.parameters():
+                if id(p) in self.trainable_ids:
+                    p.requires_grad_(not frozen or id(p) in self.head_ids)
+            self._frozen = frozen
+        if frozen:
+            head = model.get_classifier() if hasattr(model, "get_classifier") else None
+            head_modules = set(head.modules()) if isinstance(head, nn.Module) else set()
+            for m in model.modules():
+                if isinstance(m, _BatchNorm) and m not in head_modules:
+                    m.eval()
