@@ -70,8 +70,8 @@ def test_whitening_init_decorrelates_patches():
 def test_param_groups_split_filters_head_biases():
     m = create_model("airbench94", 10)
     g = param_groups(m)
-    assert [id(p) for p in g["head"]] == [id(m.head.weight)]
-    assert [id(p) for p in g["whiten"]] == [id(m.whiten.bias)]
-    assert all(p.ndim == 4 for p in g["filters"]) and all(p.ndim == 1 for p in g["bias"])
-    n = sum(p.numel() for ps in g.values() for p in ps)
+    assert [(n, id(p)) for n, p in g["head"]] == [("head.weight", id(m.head.weight))]
+    assert [n for n, _ in g["whiten"]] == ["whiten.bias"]
+    assert all(p.ndim == 4 for _, p in g["filters"]) and all(p.ndim == 1 for _, p in g["bias"])
+    n = sum(p.numel() for ps in g.values() for _, p in ps)
     assert n == count_parameters(m)["trainable"]
