@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="benchmarks/runs")
     ap.add_argument("--set", action="append", default=[], help="config overrides key=value")
+    ap.add_argument("--results", default="benchmarks/results", help="folder for the summary JSON")
     args = ap.parse_args()
     overrides = cifarlab.config.parse_overrides(args.set)
     results = []
@@ -46,13 +47,15 @@ def main() -> int:
             if event != "epoch":
                 return
             t = time.perf_counter()
-            if "loader" not in test_loader:
-                from cifarlab.api import _prepare_data, resolve_device
-                cfg = run_cfg
-                test_loader["loader"] = _prepare_data(cfg, resolve_device(cfg.device))[1]["test"]
-                test_loader["cl"] = cfg.channels_last
-            batches = ((x.contiguous(memory_format=torch.channels_last) if test_loader["cl"] else x, y)
-                       for x, y in test_loader["loader"].ordered())
+            if "loader" not in test_loader:  # the test split, normalized as in training, built once
+                from cifarlab.api import Batches
+                from cifarlab.data import DeviceLoader, channel_stats, load_dataset
+                ds = load_dataset(run_cfg.dataset, run_cfg.data_dir, download=False)
+                mean, std = channel_stats(ds.train.images)
+                test_loader["loader"] = Batches(DeviceLoader(ds.test, mean, std, run_cfg.eval_batch_size,
+                                                             device=next(model.parameters()).device),
+                                                None, run_cfg.interpolation, run_cfg.channels_last)
+            batches = test_loader["loader"].ordered()
             logits, labels = predict_logits(model, batches, next(model.parameters()).device, tta=0)
             probe["seconds"] += time.perf_counter() - t
             curve.append({"epoch": info["epoch"] + 1, "elapsed_s": time.perf_counter() - t0 - probe["seconds"],
@@ -80,7 +83,7 @@ def main() -> int:
                "max_wall_seconds": max(r["wall_seconds"] for r in results),
                "environment": run.results["environment"], "date": time.strftime("%Y-%m-%d"),
                "command": " ".join(["python", *sys.argv]), "runs": results}
-    out = Path("benchmarks/results")
+    out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.dataset}-recipe.json").write_text(json.dumps(summary, indent=2))
     print(f"\n| seed | test top-1 (%) | superclass (%) | wall (s) | train (s) | train img/s | peak RSS (GiB) |")

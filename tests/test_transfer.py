@@ -303,3 +303,13 @@ def test_linear_probe_resume_keeps_the_loaded_backbone(cifar10_dir, tmp_path):
     assert resumed.results["test"]["top1"] == full.results["test"]["top1"]
     best = load_weights(tmp_path / "part" / "checkpoint-best.safetensors")
     assert torch.equal(best["layer3.0.conv1.weight"], src.state_dict()["layer3.0.conv1.weight"])
+
+
+def test_vit_input_size_follows_the_config():
+    from cifarlab.models import input_size_kwargs
+    assert input_size_kwargs("resnet50", 64) == {}
+    assert input_size_kwargs("vit_small_patch16_224", 64) == {"img_size": 64}
+    kw = input_size_kwargs("vit_small_patch16_224", 64, progressive=True)
+    model = create_model("vit_small_patch16_224", 10, **kw)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # an earlier, smaller stage of the schedule

@@ -150,16 +150,14 @@ class Batches:
 
 def _build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_weights: bool = True):
     """Create the model (seeded). Weights from ``cfg.weights``/``cfg.pretrained`` when ``load_weights``."""
-    from .models import create_model, is_timm_model, model_cfg
+    from .models import create_model, input_size_kwargs, is_timm_model
 
     torch.manual_seed(cfg.seed)
     kwargs = dict(cfg.model_kwargs)
-    side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
-    if side and is_timm_model(cfg.model) and cfg.model not in _builtin_names():
-        import timm
-        pc = timm.models.get_pretrained_cfg(cfg.model.split(".")[0]) if hasattr(timm.models, "get_pretrained_cfg") else None
-        if pc is not None and getattr(pc, "fixed_input_size", False):
-            kwargs.setdefault("img_size", side)  # ViT-style models: position embeddings resampled by timm
+    if is_timm_model(cfg.model) and cfg.model not in _builtin_names():
+        side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
+        for k, v in input_size_kwargs(cfg.model, side, progressive=bool(cfg.img_sizes)).items():
+            kwargs.setdefault(k, v)
     model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
                          weights=cfg.weights if load_weights else None, **kwargs)
     model = model.to(device)

@@ -88,7 +88,13 @@ def _expected_errors():
             ValueError)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+    warnings.formatwarning = _one_line_warning  # a user needs the message, not our source line
     args = build_parser().parse_args(argv)
     try:
         if args.command == "models":

@@ -8,7 +8,7 @@ from torch import nn
 from .airbench import AirbenchNet
 from .registry import ModelCfg, UnknownModelError, create_model, list_models, model_cfg, register_model
 from .simple import LeNet
-from .timm_adapter import WeightsError, is_timm_model, load_weights_file, read_state_dict
+from .timm_adapter import WeightsError, input_size_kwargs, is_timm_model, load_weights_file, read_state_dict
 
 
 @register_model("airbench94", description="airbench94 CNN: whitened stem, 3 conv groups 64/256/256 (~2M params)",
@@ -60,6 +60,6 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"total": total, "trainable": trainable}
 
 
-__all__ = ["AirbenchNet", "LeNet", "WeightsError", "is_timm_model", "load_weights_file", "read_state_dict",
+__all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file", "read_state_dict",
            "data_config", "ModelCfg", "UnknownModelError", "create_model", "list_models", "model_cfg",
            "register_model", "count_parameters"]

@@ -48,6 +48,19 @@ def create_timm_model(name: str, num_classes: int, pretrained: bool = False, **k
         ) from None
 
 
+def input_size_kwargs(name: str, side: int | None, progressive: bool = False) -> dict:
+    """Creation kwargs that let a fixed-input-size timm model (ViT family) take ``side`` pixels:
+    ``img_size`` (timm resamples pretrained position embeddings), plus ``dynamic_img_size`` when a
+    progressive schedule feeds several sizes. Empty for models that accept any size (CNNs)."""
+    import timm
+    if not side:
+        return {}
+    pc = timm.models.get_pretrained_cfg(name.split(".")[0])
+    if pc is None or not getattr(pc, "fixed_input_size", False):
+        return {}
+    return {"img_size": side, **({"dynamic_img_size": True} if progressive else {})}
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights without executing code: safetensors, or torch files with ``weights_only=True``.
 
