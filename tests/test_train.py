@@ -190,3 +190,10 @@ def test_lr_schedules():
     peak = max(lr_multiplier(s, 100, 0, "onecycle", 0.0) for s in range(100))
     assert peak == pytest.approx(1.0, abs=1e-3) and lr_multiplier(0, 100, 0, "onecycle", 0.0) == pytest.approx(0.04)
     assert math.isclose(lr_multiplier(99, 100, 0, "constant", 0.0), 1.0)
+
+
+def test_progress_bar_shows_epoch_loss_accuracy_and_throughput(cifar10_dir, tmp_path, capsys):
+    cifarlab.train(tiny_config(cifar10_dir, progress=True), run_dir=tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "epoch 1/3" in err and "epoch 3/3" in err
+    assert "loss=" in err and "acc=" in err and "img_s=" in err

@@ -124,8 +124,9 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         for epoch in range(st["epoch"], n_epochs):
             steps_here = min(spe, total_steps - epoch * spe)
             if progress is None and cfg.progress:
-                progress = tqdm(total=total_steps, initial=st["global_step"], unit="step", dynamic_ncols=True,
-                                desc=f"epoch {epoch + 1}/{n_epochs}")
+                progress = tqdm(total=total_steps, initial=st["global_step"], unit="step", dynamic_ncols=True)
+            if progress is not None:
+                progress.set_description(f"epoch {epoch + 1}/{n_epochs}")
             model.train()
             # the multiplier of the last step taken (an interrupt can fall between an epoch's last step
             # and its bookkeeping, in which case the resumed epoch runs no step)
