@@ -174,16 +174,16 @@ def _builtin_names() -> set:
 def check_input_size(model, side: int, device: torch.device, name: str) -> None:
     """Raise :class:`ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the minimum."""
     def works(s: int) -> bool:
+        was = model.training
+        model.eval()
         try:
             with torch.no_grad():
-                was = model.training
-                model.eval()
                 model(torch.zeros(1, 3, s, s, device=device))
-                model.train(was)
             return True
         except (RuntimeError, ValueError, AssertionError):
-            model.train(was)
             return False
+        finally:
+            model.train(was)
     if works(side):
         return
     minimum = next((s for s in (16, 24, 32, 48, 64, 75, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384)

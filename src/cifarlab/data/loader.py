@@ -15,6 +15,12 @@ from .augment import crop_batch, cutout_batch, flip_batch, normalize, reflect_pa
 from .cifar import ImageArrays
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of one epoch's random draws: a function of (seed, epoch) alone, so any
+    epoch replays exactly. Shared by every loader with this interface (images and cached features)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 class DeviceLoader:
     """Batches of a split kept on ``device``.
 
@@ -57,7 +63,7 @@ class DeviceLoader:
     def _plan(self, epoch: int) -> dict[str, torch.Tensor]:
         """All random draws of one epoch, from a generator seeded by (seed, epoch)."""
         n = len(self.labels)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        g = epoch_generator(self.seed, epoch)
         plan = {"order": torch.randperm(n, generator=g)}
         if self.translate:
             plan["shift"] = torch.randint(0, 2 * self.translate + 1, (n, 2), generator=g)
@@ -65,7 +71,7 @@ class DeviceLoader:
             plan["flip"] = torch.rand(n, generator=g) < 0.5
         elif self.flip == "alternating":
             # a fixed per-image coin (epoch 0's), inverted on odd epochs
-            base = torch.rand(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 - 1)) < 0.5
+            base = torch.rand(n, generator=epoch_generator(self.seed, -1)) < 0.5
             plan["flip"] = base ^ bool(epoch % 2)
         if self.cutout:
             h, w = self.size

@@ -127,13 +127,12 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
                 progress = tqdm(total=total_steps, initial=st["global_step"], unit="step", dynamic_ncols=True)
             if progress is not None:
                 progress.set_description(f"epoch {epoch + 1}/{n_epochs}")
-            model.train()
             # the multiplier of the last step taken (an interrupt can fall between an epoch's last step
             # and its bookkeeping, in which case the resumed epoch runs no step)
             lr_mult = schedule.multiplier(max(0, st["global_step"] - 1))
             t_start = time.perf_counter()
             for x, y in loader.epoch(epoch, start=st["step_in_epoch"], stop=steps_here):
-                model.train()
+                model.train()  # every step: the strategy then re-freezes BatchNorm where it must
                 strategy.set_mode(model, st["global_step"])
                 if hasattr(model, "whiten_bias_trainable"):
                     model.whiten_bias_trainable = st["global_step"] < schedule.whiten_steps

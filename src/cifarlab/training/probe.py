@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data.loader import epoch_generator
 from ..runs import RunDir
 from .checkpoint import atomic_write, save_checkpoint
 from .loop import FitResult, fit
@@ -59,7 +60,7 @@ class FeatureLoader:
         if not self.train:
             yield from self.ordered()
             return
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, epoch))
         stop = len(self) if stop is None else min(stop, len(self))
         for i in range(start, stop):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.feats.device)
