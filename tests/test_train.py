@@ -12,14 +12,8 @@ from cifarlab import ConfigError, TrainConfig
 from cifarlab.api import Run
 from cifarlab.cli import main as cli_main
 from cifarlab.runs import RunDirError
+from helpers import tiny_config
 from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, lr_multiplier
-
-
-def tiny_config(data_dir, **kw) -> TrainConfig:
-    base = cifarlab.recipe_config("cifar10").update(dict(
-        data_dir=str(data_dir), download=False, model_kwargs={"widths": [8, 16, 16]}, batch_size=50,
-        eval_batch_size=64, epochs=3, progress=False, whiten_bias_epochs=1, channels_last=False))
-    return base.update(kw)
 
 
 def test_run_directory_is_complete(cifar10_dir, tmp_path):

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import cifarlab
 from cifarlab import ConfigError
-from cifarlab.api import Batches, _build_model, check_input_size
+from cifarlab.api import Batches, check_input_size
 from cifarlab.models import UnknownModelError, WeightsError, create_model, data_config, load_weights_file
 from cifarlab.training.lr_find import lr_range_test, suggest
 from cifarlab.training.strategy import Strategy

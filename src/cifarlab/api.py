@@ -47,6 +47,16 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.config.model}, test_top1={top1})"
 
 
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean bad input (config, data, run directory, model, weights,
+    checkpoint, divergence): reported to a user as one paragraph rather than a traceback."""
+    from .data import DataError
+    from .models import UnknownModelError, WeightsError
+    from .training import CheckpointError, TrainingDiverged
+    return (ConfigError, DataError, RunDirError, UnknownModelError, CheckpointError, TrainingDiverged, WeightsError,
+            ValueError)
+
+
 # ---------------------------------------------------------------------------------------- setup
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU. Raises :class:`ConfigError` for an absent GPU."""
@@ -80,12 +90,12 @@ def _load_data(cfg: TrainConfig):
     from .data import load_dataset, split_train_val, stratified_split
 
     ds = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    train, val = split_train_val(ds.train, cfg.val_size, cfg.seed)
+    train, val = split_train_val(ds.train, cfg.val_size, cfg.split_seed)
     if cfg.train_size:
         if cfg.train_size > len(train):
             raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train)} training images available.")
         if cfg.train_size < len(train):  # keep a class-stratified subset (the "held-out" part is unused)
-            _, keep = stratified_split(train.labels, cfg.train_size, cfg.seed + 1)
+            _, keep = stratified_split(train.labels, cfg.train_size, cfg.split_seed + 1)
             train = train.subset(keep)
     return ds, train, val
 
@@ -320,12 +330,17 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
     eval_seconds = time.perf_counter() - t_eval
     coarse_of_fine, coarse_classes = _coarse(ds)
     test = classification_metrics(logits, labels, ds.classes, coarse_of_fine, coarse_classes)
+    # cache the predictions for comparisons, ensembles and reports (val logits too, when a split exists)
+    from .inference import predictions_of, save_predictions
+    save_predictions(rd.path, predictions_of(eval_model, pipes, cfg, device, ds, (coarse_of_fine, coarse_classes),
+                                             test=(logits, labels)))
     example = next(iter(pipes["test"].ordered()))[0]
     params = count_parameters(model)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     results = {
         "dataset": cfg.dataset, "model": cfg.model, "strategy": cfg.strategy, "num_classes": ds.num_classes,
         "classes": ds.classes, "test": test, "tta": cfg.tta, "input_side": pipes["test"].side() or 32,
+        "data_side": int(ds.test.images.shape[-1]),
         "train_images": pipes["train"].loader.num_images,
         "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "parameters": params,
@@ -371,7 +386,7 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
     """
     from .evaluation.metrics import classification_metrics, predict_logits
     from .report.figures import write_confusion, write_per_class
-    from .training import load_weights
+    from .training import load_model_checkpoint
 
     tune_malloc()
     rd = RunDir(run_dir)
@@ -381,12 +396,7 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
         cfg = cfg.update({"data_dir": data_dir})
     device = resolve_device(cfg.device)
     ds, model, pipes, _ = _prepare(cfg, device, load_weights=False)
-    state = load_weights(rd.file(f"checkpoint-{checkpoint}.safetensors"))
-    try:
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("ema.")})
-    except RuntimeError as e:
-        from .training import CheckpointError
-        raise CheckpointError(f"checkpoint-{checkpoint} does not fit model {cfg.model}: {e}") from None
+    load_model_checkpoint(model, rd.file(f"checkpoint-{checkpoint}.safetensors"), cfg.model)
     level = cfg.tta if tta is None else tta
     logits, labels = predict_logits(model, pipes["test"].ordered(), device, tta=level, precision=cfg.precision)
     coarse_of_fine, coarse_classes = _coarse(ds)

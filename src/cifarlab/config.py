@@ -81,7 +81,9 @@ class TrainConfig:
     eval_batch_size: int = 2000
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
-    seed: int = 0
+    seed: int = 0                       # weights init, data order, augmentation
+    split_seed: int = 0                 # train/validation split and train_size subset: fixed across seeds so
+                                        # runs share one validation set (weighted/greedy ensembles need it)
     progress: bool = True
 
     # ------------------------------------------------------------------ helpers
@@ -126,7 +128,7 @@ class TrainConfig:
              f"optimizer must be muon, sgd or adamw (got {self.optimizer!r}).")
         need(self.schedule in ("linear", "cosine", "onecycle", "constant"),
              f"schedule must be linear, cosine, onecycle or constant (got {self.schedule!r}).")
-        need(self.loss_reduction in ("sum", "mean"), f"loss_reduction must be sum or mean.")
+        need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
         need(self.precision in ("bf16", "fp32"), f"precision must be bf16 or fp32 (got {self.precision!r}).")
         need(self.tta in (0, 1, 2), f"tta must be 0, 1 or 2 (got {self.tta}).")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.augment import tta_views
+from .calibration import expected_calibration_error
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -69,7 +70,7 @@ def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> np.nd
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
                            coarse_of_fine: np.ndarray | None = None,
                            coarse_classes: list[str] | None = None) -> dict:
-    """Top-1/top-5 (%), loss (nats), per-class accuracy (%), confusion matrix, superclass accuracy.
+    """Top-1/top-5 (%), loss (nats), ECE (%), per-class accuracy (%), confusion matrix, superclass accuracy.
 
     Returns a JSON-ready dict; ``confusion`` is a nested list (rows = true class).
     """
@@ -81,6 +82,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),
         "loss": F.cross_entropy(logits, labels).item(),
+        "ece": expected_calibration_error(logits.float().softmax(1).numpy(), y),
         "num_images": int(len(labels)),
         "per_class_accuracy": dict(zip(classes, per_class)),
         "confusion": cm.tolist(),

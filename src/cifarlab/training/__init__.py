@@ -2,10 +2,11 @@
 
 Never writes plots or HTML; receives validation as a function so it does not depend on evaluate.
 """
-from .checkpoint import CheckpointError, atomic_write, load_train_state, load_weights, save_checkpoint
+from .checkpoint import (CheckpointError, atomic_write, load_model_checkpoint, load_train_state, load_weights,
+                         save_checkpoint)
 from .loop import FitResult, TrainingDiverged, TrainingInterrupted, fit
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups
 
 __all__ = ["fit", "FitResult", "TrainingDiverged", "TrainingInterrupted", "CheckpointError", "atomic_write",
-           "save_checkpoint", "load_weights", "load_train_state", "ConvMuon", "Schedule", "build_optimizers",
+           "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "ConvMuon", "Schedule", "build_optimizers",
            "lr_multiplier", "param_groups"]

@@ -66,3 +66,17 @@ def load_train_state(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, refused globals
         raise CheckpointError(f"Training state {path} is corrupt or unsafe ({type(e).__name__}: {e}).") from None
+
+
+def load_model_checkpoint(model: torch.nn.Module, path: Path, model_name: str = "the model") -> torch.nn.Module:
+    """Load a run checkpoint's model weights (the ``ema.`` copies left out) into ``model``, strictly.
+
+    Raises:
+        CheckpointError: missing/corrupt file, or weights that do not fit ``model`` (shapes, keys).
+    """
+    state = load_weights(path)
+    try:
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("ema.")})
+    except RuntimeError as e:
+        raise CheckpointError(f"{Path(path).name} does not fit {model_name}: {e}") from None
+    return model

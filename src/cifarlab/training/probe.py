@@ -93,6 +93,7 @@ def feature_key(cfg: TrainConfig, ds, side: int, normalization: dict, views: tup
     material = {"v": FORMAT_VERSION, "model": cfg.model, "kwargs": cfg.model_kwargs, "weights": weights,
                 "side": side, "interpolation": cfg.interpolation, "dataset": cfg.dataset, "files": files,
                 "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size, "seed": cfg.seed,
+                "split_seed": cfg.split_seed,
                 "normalization": normalization, "views": list(views), "precision": cfg.precision}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
