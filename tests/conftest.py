@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cifarlab
+from helpers import tiny_config
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -82,4 +85,19 @@ def shared_cifar(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shared-cifar")
     subprocess.run([sys.executable, str(SHARED_DATA / "materialize.py"), "--out", str(out)], check=True,
                    capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Three CIFAR-10 runs with a validation split (two airbench seeds, one LeNet) and a CIFAR-100 run."""
+    root = tmp_path_factory.mktemp("runs")
+    d10, d100 = make_cifar10(root / "d10"), make_cifar100(root / "d100")
+    out = {}
+    for name, kw in (("ab-s0", {}), ("ab-s1", {"seed": 1}),
+                     ("lenet", {"model": "lenet", "model_kwargs": {}, "optimizer": "sgd", "lr": 0.05,
+                                "loss_reduction": "mean"})):
+        out[name] = cifarlab.train(tiny_config(d10, val_size=50, **kw), run_dir=root / "runs" / name).path
+    out["c100"] = cifarlab.train(tiny_config(d100, dataset="cifar100", epochs=1), run_dir=root / "runs" / "c100").path
+    out["data10"], out["data100"], out["root"] = d10, d100, root
     return out

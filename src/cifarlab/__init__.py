@@ -6,6 +6,10 @@ Notebook use::
     run = cifarlab.train(dataset="cifar10", data_dir="data")   # tuned recipe, runs/<name>/
     print(run.results["test"]["top1"])
     cifarlab.evaluate(run.path)                                 # confusion matrix, per-class table
+    cifarlab.compare_runs([run_a, run_b])                       # comparison rows
+    cifarlab.ensemble_runs([run_a, run_b, run_c], ["uniform", "greedy"])
+    cifarlab.build_report(["runs/my-suite"], "report.html")
+    cifarlab.predict_images(run.path, ["cat.jpg"], top_k=3)
 """
 from .config import ConfigError, TrainConfig
 from .recipes import RECIPES, recipe_config
@@ -25,11 +29,17 @@ def evaluate(run_dir, checkpoint="best", tta=None, data_dir=None):
     return _evaluate(run_dir, checkpoint=checkpoint, tta=tta, data_dir=data_dir)
 
 
-def __getattr__(name):  # keep `import cifarlab` light: torch loads on first use
-    if name == "Run":
-        from .api import Run
-        return Run
+# name -> module: imported on first use, so `import cifarlab` stays light (torch loads when needed)
+_LAZY = {"Run": "api", "lr_find": "api", "compare_runs": "compare", "ensemble_runs": "compare",
+         "build_report": "reporting", "interpret_run": "reporting", "predict_images": "inference",
+         "run_predictions": "inference", "export_onnx": "export", "load_suite": "suite", "run_suite": "suite"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
 
 
-__all__ = ["train", "evaluate", "Run", "TrainConfig", "ConfigError", "RECIPES", "recipe_config", "__version__"]
+__all__ = ["train", "evaluate", "TrainConfig", "ConfigError", "RECIPES", "recipe_config", "__version__", *_LAZY]

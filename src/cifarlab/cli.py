@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from .config import ConfigError, TrainConfig, parse_overrides
+from .config import TrainConfig, parse_overrides
 
 # flag -> config key, for the most used settings (everything else: --set key=value)
 COMMON = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_size": int, "lr": float,
@@ -54,7 +54,48 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", type=int, default=None, help="override the run's TTA level (0, 1, 2)")
     e.add_argument("--data-dir", default=None)
     sub.add_parser("models", help="list registered models")
+    _analysis_parsers(sub)
     return parser
+
+
+def _analysis_parsers(sub) -> None:
+    c = sub.add_parser("compare", help="train a suite of runs (skipping finished ones), compare, ensemble, report",
+                       description="Train every run of SUITE (a YAML file, see suites/), resume interrupted ones, "
+                                   "skip complete ones, then write comparison.csv/md, ensemble.json and report.html "
+                                   "into the suite's output folder.")
+    c.add_argument("suite")
+    c.add_argument("--data-dir", default=None)
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config key for every run")
+    c.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs; train nothing")
+    c.add_argument("--no-progress", action="store_true")
+    e = sub.add_parser("ensemble", help="average class probabilities over runs on one dataset")
+    e.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or folders of them)")
+    e.add_argument("--method", action="append", choices=["uniform", "weighted", "greedy", "all"],
+                   help="uniform (default), weighted by val accuracy, greedy (Caruana 2004); repeatable")
+    e.add_argument("--min-val-acc", type=float, default=None, help="keep runs with validation top-1 >= this %%")
+    e.add_argument("--per-architecture", action="store_true", help="greedy: at least one run per architecture")
+    e.add_argument("--out", default=None, help="folder for ensemble.json and ensemble.md")
+    e.add_argument("--data-dir", default=None)
+    r = sub.add_parser("report", help="one self-contained HTML report from runs or suites")
+    r.add_argument("paths", nargs="+", metavar="RUN_OR_SUITE")
+    r.add_argument("--out", default="report.html")
+    r.add_argument("--title", default="cifarlab report")
+    r.add_argument("--data-dir", default=None)
+    p = sub.add_parser("predict", help="classify image files or folders with a run's model")
+    p.add_argument("run")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--tta", type=int, default=None, help="override the run's TTA level (0, 1, 2)")
+    p.add_argument("--policy", default="center-crop", choices=["center-crop", "pad"],
+                   help="how an image of another size becomes the run's size")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    x = sub.add_parser("export", help="export a run's model (ONNX), checked against PyTorch with onnxruntime")
+    x.add_argument("run")
+    x.add_argument("--onnx", action="store_true", required=True, help="ONNX format (the one supported)")
+    x.add_argument("--out", default=None, help="default RUN/model.onnx")
+    x.add_argument("--opset", type=int, default=18)
 
 
 def _train_config(args) -> tuple[TrainConfig | None, dict]:
@@ -79,17 +120,90 @@ def _train_config(args) -> tuple[TrainConfig | None, dict]:
 
 
 def _expected_errors():
-    from .data import DataError
-    from .models import UnknownModelError
-    from .runs import RunDirError
-    from .models import WeightsError
-    from .training import CheckpointError, TrainingDiverged
-    return (ConfigError, DataError, RunDirError, UnknownModelError, CheckpointError, TrainingDiverged, WeightsError,
-            ValueError)
+    from .api import expected_errors
+    from .evaluation.ensemble import EnsembleError
+    from .suite import SuiteError
+    return (*expected_errors(), SuiteError, EnsembleError)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
+
+
+def _analysis_command(args) -> int:
+    if args.command == "compare":
+        from .report.table import to_text
+        from .suite import load_suite, run_suite
+        overrides = parse_overrides(args.set)
+        if args.data_dir:
+            overrides["data_dir"] = args.data_dir
+        suite = load_suite(args.suite, overrides)
+        if args.dry_run:
+            for r in suite.runs:
+                c = r.config
+                print(f"{r.name:28s} {c.model:20s} {c.strategy:12s} {c.epochs:g} epochs -> {suite.run_dir(r)}")
+            return 0
+        res = run_suite(suite, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+        if res.rows:
+            print(to_text(res.rows))
+        if res.ensemble:
+            from .compare import ensemble_markdown
+            print("\n" + ensemble_markdown(res.ensemble))
+        print(f"\nwrote {suite.out}/comparison.csv, comparison.md" + (", ensemble.json" if res.ensemble else "")
+              + (f", {res.report.name}" if res.report else ""))
+        for name, why in res.failed.items():
+            print(f"failed: {name}: {why}", file=sys.stderr)
+        return 1 if res.failed else 0
+    if args.command == "ensemble":
+        from .compare import ensemble_markdown, ensemble_runs
+        from .reporting import resolve_runs
+        methods = args.method or ["uniform"]
+        if "all" in methods:
+            methods = ["uniform", "weighted", "greedy"]
+        res = ensemble_runs(resolve_runs(args.runs), list(dict.fromkeys(methods)), args.min_val_acc,
+                            args.per_architecture, out_dir=args.out, data_dir=args.data_dir)
+        print(ensemble_markdown(res))
+        if args.out:
+            print(f"wrote {args.out}/ensemble.json and ensemble.md")
+        return 0
+    if args.command == "report":
+        from .reporting import build_report
+        import time
+        t = time.perf_counter()
+        path = build_report(args.paths, args.out, title=args.title, data_dir=args.data_dir)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
+        return 0
+    if args.command == "predict":
+        from .inference import predict_images
+        res = predict_images(args.run, args.paths, top_k=args.top_k, tta=args.tta, policy=args.policy)
+        _print_predictions(res, "json" if args.json else "csv" if args.csv else "text")
+        for e in res["errors"]:
+            print(f"skipped {e['file']}: {e['error']}", file=sys.stderr)
+        return 0 if res["predictions"] or not res["errors"] else 2
+    if args.command == "export":
+        from .export import export_onnx
+        info = export_onnx(args.run, args.out, opset=args.opset)
+        print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}); onnxruntime vs "
+              f"PyTorch on {info['checked_images']} images: max abs logit diff {info['max_abs_diff']:.2e}, "
+              f"argmax agreement {info['argmax_agreement']:.1f}%")
+        return 0
+    return 1
+
+
+def _print_predictions(res: dict, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(res, indent=2))
+        return
+    if fmt == "csv":
+        import csv
+        w = csv.writer(sys.stdout)
+        w.writerow(["file", "rank", "class", "probability"])
+        for p in res["predictions"]:
+            for rank, t in enumerate(p["top"], 1):
+                w.writerow([p["file"], rank, t["class"], f"{t['probability']:.6f}"])
+        return
+    for p in res["predictions"]:
+        print(f"{p['file']}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in p["top"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: m[k] for k in ("top1", "top5", "loss", "superclass_top1") if k in m}, indent=2))
             print(f"wrote confusion_matrix.csv/png, per_class.csv/md and evaluation.json in {args.run_dir}")
             return 0
+        return _analysis_command(args)
     except _expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

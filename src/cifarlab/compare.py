@@ -1,0 +1,188 @@
+"""Comparing finished runs: the comparison table and probability-averaging ensembles.
+
+Both read run directories only (``results.json`` and the cached ``predictions.npz``, computed once
+per run by :func:`cifarlab.inference.run_predictions`); nothing is retrained.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .evaluation.calibration import expected_calibration_error
+from .evaluation.ensemble import METHODS, EnsembleError, Member, combine, ensemble_weights, select_members
+from .inference import Predictions, run_predictions
+from .runs import RunDir, write_json
+
+
+def comparison_row(run_dir, data_dir: str | None = None) -> dict:
+    """One comparison-table row for a complete run.
+
+    Keys: run, path, model, strategy, dataset, top1/top5 (%), loss (nats), superclass_top1 (%),
+    ece (%), params_total/params_trainable (counts), size_mb (MB, 10^6 bytes), peak_memory_gib,
+    train_seconds, inference_images_per_s, epochs_run, best_epoch.
+
+    Raises:
+        RunDirError: the run is incomplete (names the missing files).
+    """
+    rd = RunDir(run_dir)
+    rd.require_complete()
+    r = rd.read_json("results.json")
+    test = r["test"]
+    ece = test.get("ece")
+    if ece is None:  # runs from before ECE was recorded: from the cached predictions
+        p = run_predictions(rd.path, data_dir=data_dir)
+        ece = expected_calibration_error(p.test_probs, p.test_labels)
+    params = r.get("parameters", {})
+    return {
+        "run": rd.path.name, "path": str(rd.path), "model": r["model"], "strategy": r.get("strategy", "scratch"),
+        "dataset": r["dataset"], "top1": test["top1"], "top5": test["top5"], "loss": test["loss"],
+        "superclass_top1": test.get("superclass_top1"), "ece": ece,
+        "params_total": params.get("total"), "params_trainable": params.get("trainable"),
+        "size_mb": r["model_size_bytes"] / 1e6 if "model_size_bytes" in r else None,
+        "peak_memory_gib": r["peak_memory_bytes"] / 2**30 if "peak_memory_bytes" in r else None,
+        "train_seconds": r.get("train_seconds"), "inference_images_per_s": r.get("inference_images_per_s"),
+        "epochs_run": r.get("epochs_run"), "best_epoch": r.get("best_epoch"),
+    }
+
+
+def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
+    """Rows for ``run_dirs`` (in order); with ``out_dir``, also writes ``comparison.csv`` / ``.md``."""
+    from .report.table import to_markdown, write_csv
+    rows = [comparison_row(p, data_dir) for p in run_dirs]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "comparison.csv", rows)
+        (out / "comparison.md").write_text(to_markdown(rows))
+    return rows
+
+
+def _check_same_task(preds: dict[str, Predictions]) -> None:
+    """Refuse runs on different datasets, class lists or test sets, naming them."""
+    names = list(preds)
+    ref = preds[names[0]]
+    for n in names[1:]:
+        p = preds[n]
+        if p.dataset != ref.dataset:
+            raise EnsembleError(f"cannot ensemble runs on different datasets: {names[0]} is {ref.dataset}, "
+                                f"{n} is {p.dataset}.")
+        if p.classes != ref.classes:
+            diff = sorted(set(p.classes) ^ set(ref.classes))[:5]
+            raise EnsembleError(f"cannot ensemble runs with different class lists: {names[0]} and {n} differ"
+                                + (f" (e.g. {', '.join(diff)})" if diff else " in class order") + ".")
+        if not np.array_equal(p.test_labels, ref.test_labels):
+            raise EnsembleError(f"{names[0]} and {n} were scored on different test sets (labels differ); "
+                                "they must use the same data.")
+
+
+def _same_validation(preds: dict[str, Predictions]) -> str | None:
+    """None when every run has the same validation split, else why not."""
+    names = list(preds)
+    ref = preds[names[0]]
+    for n in names[1:]:
+        p = preds[n]
+        if (p.val_labels is None) != (ref.val_labels is None) or (
+                p.val_labels is not None and not np.array_equal(p.val_labels, ref.val_labels)):
+            return (f"{names[0]} and {n} have different validation splits (val_size or split_seed differ); "
+                    "weighted and greedy ensembles need one split for all runs. Use --method uniform.")
+    return None
+
+
+def probs_metrics(probs: np.ndarray, labels: np.ndarray, p: Predictions) -> dict:
+    """top1/top5 (%), loss (nats), ECE (%), and superclass top-1 (%) when the dataset has one."""
+    from .evaluation.ensemble import accuracy, log_loss
+    top5 = np.argsort(-probs, 1)[:, :5]
+    out = {"top1": accuracy(probs, labels), "top5": float(100.0 * (top5 == labels[:, None]).any(1).mean()),
+           "loss": log_loss(probs, labels), "ece": expected_calibration_error(probs, labels)}
+    if p.coarse_of_fine is not None:
+        out["superclass_top1"] = float(100.0 * (p.coarse_of_fine[probs.argmax(1)] == p.coarse_of_fine[labels]).mean())
+    return out
+
+
+def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = None, per_architecture: bool = False,
+                  out_dir=None, data_dir: str | None = None) -> dict:
+    """Ensemble the runs' test probabilities by each of ``methods`` and score them.
+
+    Args:
+        run_dirs: complete runs on the same dataset (two or more).
+        methods: any of ``uniform``, ``weighted`` (by validation accuracy), ``greedy`` (Caruana 2004);
+            the last two need runs trained with a validation split (``--val-size``).
+        min_val_acc: keep only runs with validation top-1 >= this (%).
+        per_architecture: greedy selection starts with the best run of each architecture.
+        out_dir: write ``ensemble.json`` and ``ensemble.md`` there.
+
+    Returns:
+        ``{"dataset", "members": [{run, model, test top1, val top1}], "best_single": {...},
+        "ensembles": {method: {"weights": {run: w}, "test": metrics, "gain_over_best_single"}}, "notes"}``.
+
+    Raises:
+        EnsembleError: fewer than two runs, different datasets/classes/test sets, missing validation.
+        RunDirError: an incomplete run.
+    """
+    paths = [Path(p) for p in run_dirs]
+    if len(paths) < 2:
+        raise EnsembleError(f"an ensemble needs at least two runs, got {len(paths)}.")
+    for m in methods:
+        if m not in METHODS:
+            raise EnsembleError(f"unknown ensemble method {m!r}; choose from {', '.join(METHODS)}.")
+    names = _unique_names(paths)
+    preds = {n: run_predictions(p, data_dir=data_dir) for n, p in zip(names, paths)}
+    _check_same_task(preds)
+    ref = next(iter(preds.values()))
+    val_problem = _same_validation(preds)
+    if val_problem:
+        if set(methods) != {"uniform"} or min_val_acc is not None:
+            raise EnsembleError(val_problem)
+        for p in preds.values():  # uniform averaging does not look at validation predictions
+            p.val_logits = p.val_labels = None
+    models = {n: RunDir(p).load_config().model for n, p in zip(names, paths)}
+    members = [Member(n, models[n], preds[n].test_probs, preds[n].val_probs) for n in names]
+    members, notes = select_members(members, ref.val_labels, min_val_acc)
+    labels = ref.test_labels
+    single = {m.name: probs_metrics(m.test_probs, labels, ref) for m in members}
+    best_name = max(single, key=lambda n: single[n]["top1"])
+    out = {"dataset": ref.dataset, "num_classes": len(ref.classes), "tta": ref.tta,
+           "members": [{"run": m.name, "path": str(paths[names.index(m.name)]), "model": m.architecture,
+                        "test_top1": single[m.name]["top1"],
+                        "val_top1": None if m.val_probs is None else
+                        float(100.0 * (m.val_probs.argmax(1) == ref.val_labels).mean())} for m in members],
+           "best_single": {"run": best_name, **single[best_name]}, "ensembles": {}, "notes": notes}
+    for method in methods:
+        w = ensemble_weights(method, members, ref.val_labels, per_architecture)
+        probs = combine([m.test_probs for m in members], w)
+        metrics = probs_metrics(probs, labels, ref)
+        entry = {"weights": {m.name: float(wi) for m, wi in zip(members, w) if wi > 0}, "test": metrics,
+                 "gain_over_best_single": metrics["top1"] - single[best_name]["top1"]}
+        if ref.val_labels is not None:
+            entry["val_top1"] = float(100.0 * (combine([m.val_probs for m in members], w).argmax(1)
+                                               == ref.val_labels).mean())
+        out["ensembles"][method] = entry
+    if out_dir is not None:
+        o = Path(out_dir)
+        o.mkdir(parents=True, exist_ok=True)
+        write_json(o / "ensemble.json", out)
+        (o / "ensemble.md").write_text(ensemble_markdown(out))
+    return out
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(p) for p in paths]
+
+
+def ensemble_markdown(result: dict) -> str:
+    """The ensemble result as a Markdown table: best single run, then each method."""
+    b = result["best_single"]
+    lines = [f"Ensemble of {len(result['members'])} runs on {result['dataset']} (TTA level {result['tta']}).", "",
+             "| | members | top-1 % | top-5 % | loss | ECE % | gain (points) |", "|---|---:|---:|---:|---:|---:|---:|",
+             f"| best single ({b['run']}) | 1 | {b['top1']:.2f} | {b['top5']:.2f} | {b['loss']:.3f} | {b['ece']:.2f} | |"]
+    for method, e in result["ensembles"].items():
+        t = e["test"]
+        lines.append(f"| {method} | {len(e['weights'])} | {t['top1']:.2f} | {t['top5']:.2f} | {t['loss']:.3f} | "
+                     f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} |")
+    for note in result.get("notes", []):
+        lines.append(f"\nleft out: {note}")
+    return "\n".join(lines) + "\n"

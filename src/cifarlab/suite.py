@@ -1,0 +1,239 @@
+"""Suites: a YAML file of runs (model x strategy x hyperparameters sharing defaults), trained in
+order into one folder, then compared, ensembled and reported.
+
+Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suites/*.yaml``)::
+
+    name: cifar10-ensemble          # default: the file's stem
+    out: runs/cifar10-ensemble      # default: runs/<name>
+    defaults: {dataset: cifar10}    # config keys shared by every run
+    runs:
+      - name: airbench94            # the run directory's name, unique in the suite
+        seeds: [0, 1, 2]            # optional: one run per seed, named airbench94-s0 ...
+      - name: resnet18-ft
+        model: resnet18
+        strategy: fine-tune
+    ensemble: {methods: [uniform, greedy], min_val_acc: 90, per_architecture: true}
+    report: true
+
+Each run starts from the dataset's recipe for its model (:func:`cifarlab.recipes.recipe_config`),
+then ``defaults``, then its own keys, then command-line overrides. A run whose directory is
+complete with the same config is skipped; an interrupted one is resumed; a finished one whose
+config has since changed is an error (delete it or rename the entry).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, TrainConfig
+
+SUITE_KEYS = {"name": "suite name", "description": "free text", "out": "output folder",
+              "defaults": "config keys for every run", "runs": "list of runs", "ensemble": "ensemble settings",
+              "report": "write report.html (true/false)"}
+RUN_KEYS = {"name", "seeds", "description"}
+ENSEMBLE_KEYS = {"methods", "min_val_acc", "per_architecture", "runs"}
+
+
+class SuiteError(ValueError):
+    """A suite file is invalid; the message gives the file, the line and the valid choices."""
+
+
+@dataclass
+class SuiteRun:
+    name: str
+    config: TrainConfig
+    line: int
+
+
+@dataclass
+class Suite:
+    """A parsed, validated suite."""
+    name: str
+    path: Path
+    out: Path
+    runs: list[SuiteRun]
+    ensemble: dict | None = None
+    report: bool = True
+    description: str = ""
+
+    def run_dir(self, run: SuiteRun) -> Path:
+        return self.out / run.name
+
+
+@dataclass
+class SuiteResult:
+    suite: Suite
+    completed: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    ensemble: dict | None = None
+    report: Path | None = None
+
+
+def _line_map(node, path=(), out=None) -> dict:
+    """(key, key, ...) / index paths of a composed YAML node -> 1-based line numbers."""
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _line_map(v, path + (k.value,), out)
+            out[path + (k.value,)] = k.start_mark.line + 1  # a key's own line, not its value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_map(v, path + (i,), out)
+    return out
+
+
+def _unknown(kind: str, key: str, valid, where: str) -> SuiteError:
+    close = difflib.get_close_matches(str(key), list(valid), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return SuiteError(f"{where}: unknown {kind} {key!r}.{hint} Valid keys: {', '.join(sorted(valid))}.")
+
+
+def _check_model(name: str, where: str) -> None:
+    from .models import is_timm_model, list_models
+    from .models.registry import unknown_model
+    if name in list_models() or is_timm_model(name):
+        return
+    raise SuiteError(f"{where}: {unknown_model(name)}")
+
+
+def load_suite(path, overrides: dict | None = None) -> Suite:
+    """Parse and validate a suite file; every run's config is resolved and validated.
+
+    Args:
+        overrides: config keys applied to every run last (e.g. ``{"data_dir": ...}``).
+
+    Raises:
+        SuiteError: unreadable YAML, unknown keys or models, bad values (with line numbers).
+    """
+    from .recipes import recipe_config
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SuiteError(f"cannot read suite file {path}: {e.strerror}") from None
+    try:
+        data, node = yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
+        raise SuiteError(f"{path}: a suite is a mapping with a non-empty 'runs' list (see suites/*.yaml).")
+    lines = _line_map(node)
+    at = lambda *p: f"{path}:{lines.get(p, lines.get(p[:-1], 1))}"
+    for k in data:
+        if k not in SUITE_KEYS:
+            raise _unknown("suite key", k, SUITE_KEYS, at(k))
+    config_keys = {f.name for f in fields(TrainConfig)}
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SuiteError(f"{at('defaults')}: 'defaults' must be a mapping of config keys.")
+    for k in defaults:
+        if k not in config_keys:
+            raise _unknown("config key", k, config_keys, at("defaults", k))
+    runs, seen = [], set()
+    for i, entry in enumerate(data["runs"]):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise SuiteError(f"{at('runs', i)}: each run is a mapping with a 'name'.")
+        for k in entry:
+            if k not in config_keys | RUN_KEYS:
+                raise _unknown("run key", k, config_keys | RUN_KEYS, at("runs", i, k))
+        values = {**defaults, **{k: v for k, v in entry.items() if k not in RUN_KEYS}}
+        model = values.get("model")
+        if model is not None:
+            _check_model(str(model), at("runs", i, "model") if "model" in entry else at("defaults", "model"))
+        seeds = entry.get("seeds")
+        names = ([(f"{entry['name']}-s{s}", s) for s in seeds] if seeds is not None else [(str(entry["name"]), None)])
+        for name, seed in names:
+            if name in seen:
+                raise SuiteError(f"{at('runs', i, 'name')}: run name {name!r} is used twice.")
+            seen.add(name)
+            v = dict(values, **({"seed": seed} if seed is not None else {}))
+            try:
+                cfg = recipe_config(v.get("dataset", "cifar10"), model).update(v, source=f"{path} run {name}")
+                cfg = cfg.update(overrides or {}).validate()
+            except ConfigError as e:
+                raise SuiteError(f"{at('runs', i)} (run {name}): {e}") from None
+            runs.append(SuiteRun(name, cfg, lines.get(("runs", i), 1)))
+    ens = data.get("ensemble")
+    if ens is not None:
+        if not isinstance(ens, dict):
+            raise SuiteError(f"{at('ensemble')}: 'ensemble' must be a mapping ({', '.join(sorted(ENSEMBLE_KEYS))}).")
+        for k in ens:
+            if k not in ENSEMBLE_KEYS:
+                raise _unknown("ensemble key", k, ENSEMBLE_KEYS, at("ensemble", k))
+        from .evaluation.ensemble import METHODS
+        for m in ens.get("methods", ["uniform"]):
+            if m not in METHODS:
+                raise SuiteError(f"{at('ensemble', 'methods')}: unknown method {m!r}; choose from {', '.join(METHODS)}.")
+        for r in ens.get("runs", []):
+            if r not in seen:
+                raise SuiteError(f"{at('ensemble', 'runs')}: no run named {r!r} in this suite.")
+    name = str(data.get("name", path.stem))
+    return Suite(name, path, Path(data.get("out", Path("runs") / name)), runs, ens, bool(data.get("report", True)),
+                 str(data.get("description", "")))
+
+
+def run_suite(suite: Suite, progress: bool = True, log=print) -> SuiteResult:
+    """Train every run not yet complete (resuming interrupted ones), then compare, ensemble and
+    report the complete ones into ``suite.out``.
+
+    A run that fails (diverges, bad model input...) is recorded in ``result.failed`` and the
+    suite goes on. Raises :class:`SuiteError` when a finished run's saved config differs from
+    the suite's, since comparing it would be comparing something else.
+    """
+    from . import api
+    from .api import RESUME_SAFE_KEYS, expected_errors
+    from .compare import compare_runs, ensemble_runs
+    from .runs import RunDir
+    from .training import TrainingDiverged
+
+    result = SuiteResult(suite)
+    suite.out.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(suite.runs):
+        rd = RunDir(suite.run_dir(run))
+        cfg = run.config.update({"progress": progress})
+        if rd.config_path.is_file():
+            saved = rd.load_config()
+            diff = [k for k, v in saved.to_dict().items() if k not in RESUME_SAFE_KEYS and cfg.to_dict()[k] != v]
+            if diff:
+                raise SuiteError(f"{rd.path} was trained with a different config than {suite.path} line {run.line} "
+                                 f"now gives ({', '.join(diff)}). Delete that folder to retrain it, or rename "
+                                 "the run in the suite.")
+        tag = f"[{i + 1}/{len(suite.runs)}] {run.name}"
+        if rd.is_complete():
+            log(f"{tag}: complete, skipped")
+            result.skipped.append(run.name)
+            result.completed.append(rd.path)
+            continue
+        resume = rd.file("train-state-last.pt").is_file()
+        log(f"{tag}: {'resuming' if resume else 'training'} {cfg.model} ({cfg.strategy}, {cfg.epochs:g} epochs)")
+        try:
+            if resume:
+                api.train(cfg, resume=rd.path)
+            else:
+                api.train(cfg, run_dir=rd.path)
+            result.completed.append(rd.path)
+        except (TrainingDiverged, *expected_errors()) as e:
+            result.failed[run.name] = str(e)
+            log(f"{tag}: failed: {e}")
+    if not result.completed:
+        return result
+    result.rows = compare_runs(result.completed, suite.out)
+    if suite.ensemble is not None:
+        chosen = suite.ensemble.get("runs")
+        members = [p for p in result.completed if not chosen or p.name in chosen]
+        if len(members) >= 2:
+            result.ensemble = ensemble_runs(members, suite.ensemble.get("methods", ["uniform"]),
+                                            suite.ensemble.get("min_val_acc"),
+                                            bool(suite.ensemble.get("per_architecture", False)), out_dir=suite.out)
+    if suite.report:
+        from .reporting import build_report
+        result.report = build_report(result.completed, suite.out / "report.html", title=f"Suite {suite.name}",
+                                     ensemble=result.ensemble)
+    return result

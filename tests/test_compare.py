@@ -1,0 +1,169 @@
+"""Comparison, ensembles and suites on tiny trained runs (trained once per module)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cifarlab.cli import main as cli_main
+from cifarlab.compare import compare_runs, ensemble_runs
+from cifarlab.evaluation.ensemble import EnsembleError
+from cifarlab.inference import load_cached_predictions, run_predictions
+from cifarlab.report.table import to_text
+from cifarlab.runs import RunDirError
+from cifarlab.suite import SuiteError, load_suite, run_suite
+
+
+def test_training_caches_predictions_matching_results(runs):
+    p = load_cached_predictions(runs["ab-s0"])
+    assert p is not None and p.val_logits is not None and p.val_logits.shape == (50, 10)
+    r = json.loads((runs["ab-s0"] / "results.json").read_text())
+    assert 100 * (p.test_logits.argmax(1) == p.test_labels).mean() == pytest.approx(r["test"]["top1"], abs=1e-4)
+    assert r["test"]["ece"] >= 0 and r["data_side"] == 32
+
+
+def test_prediction_cache_is_invalidated_by_a_new_checkpoint(runs, tmp_path):
+    import shutil
+    run = shutil.copytree(runs["ab-s1"], tmp_path / "copy")
+    before = run_predictions(run)
+    ckpt = run / "checkpoint-best.safetensors"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    assert load_cached_predictions(run) is None
+    again = run_predictions(run)  # recomputed from the checkpoint: same weights, same logits
+    np.testing.assert_allclose(again.test_logits, before.test_logits, atol=1e-4)
+    assert load_cached_predictions(run) is not None
+
+
+def test_comparison_rows_and_tables(runs, tmp_path):
+    paths = [runs["ab-s0"], runs["lenet"], runs["c100"]]
+    rows = compare_runs(paths, tmp_path)
+    results = [json.loads((p / "results.json").read_text()) for p in paths]
+    for row, r in zip(rows, results):
+        assert row["top1"] == r["test"]["top1"] and row["params_total"] == r["parameters"]["total"]
+        assert row["train_seconds"] == r["train_seconds"] and row["epochs_run"] == r["epochs_run"]
+        assert row["size_mb"] == pytest.approx(r["model_size_bytes"] / 1e6)
+    assert rows[2]["superclass_top1"] is not None and rows[0]["superclass_top1"] is None
+    with open(tmp_path / "comparison.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["run"] for t in table] == ["ab-s0", "lenet", "c100"]
+    assert float(table[1]["top1"]) == pytest.approx(rows[1]["top1"])
+    md = (tmp_path / "comparison.md").read_text()
+    assert md.count("\n") == 5 and "| lenet | lenet |" in md and "ECE %" in md
+    text = to_text(rows)
+    assert len(text.splitlines()) == 5 and "superclass %" in text
+
+
+def test_ensemble_methods_match_manual_average(runs, tmp_path):
+    members = [runs["ab-s0"], runs["ab-s1"], runs["lenet"]]
+    res = ensemble_runs(members, ["uniform", "weighted", "greedy"], out_dir=tmp_path)
+    preds = [run_predictions(p) for p in members]
+    avg = np.mean([p.test_probs for p in preds], axis=0)
+    labels = preds[0].test_labels
+    assert res["ensembles"]["uniform"]["test"]["top1"] == pytest.approx(100 * (avg.argmax(1) == labels).mean())
+    val_acc = np.array([(p.val_logits.argmax(1) == p.val_labels).mean() for p in preds])
+    w = res["ensembles"]["weighted"]["weights"]
+    assert [w[n] for n in ("ab-s0", "ab-s1", "lenet")] == pytest.approx(list(val_acc / val_acc.sum()))
+    g = res["ensembles"]["greedy"]
+    assert sum(g["weights"].values()) == pytest.approx(1.0)
+    best = max(100 * (p.test_logits.argmax(1) == labels).mean() for p in preds)
+    assert res["best_single"]["top1"] == pytest.approx(best)
+    assert g["gain_over_best_single"] == pytest.approx(g["test"]["top1"] - best)
+    saved = json.loads((tmp_path / "ensemble.json").read_text())
+    assert saved["ensembles"].keys() == {"uniform", "weighted", "greedy"}
+    assert "best single" in (tmp_path / "ensemble.md").read_text()
+
+
+def test_ensemble_refuses_mixed_datasets_and_bad_requests(runs, tmp_path):
+    with pytest.raises(EnsembleError, match="different datasets.*ab-s0 is cifar10.*c100 is cifar100"):
+        ensemble_runs([runs["ab-s0"], runs["c100"]])
+    with pytest.raises(EnsembleError, match="at least two"):
+        ensemble_runs([runs["ab-s0"]])
+    with pytest.raises(EnsembleError, match="unknown ensemble method"):
+        ensemble_runs([runs["ab-s0"], runs["ab-s1"]], ["median"])
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "config.yaml").write_text((runs["ab-s0"] / "config.yaml").read_text())
+    with pytest.raises(RunDirError, match="incomplete.*missing.*results.json"):
+        ensemble_runs([runs["ab-s0"], incomplete])
+
+
+def test_cli_ensemble_errors_are_one_line(runs, capsys):
+    assert cli_main(["ensemble", str(runs["ab-s0"]), str(runs["c100"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot ensemble runs on different datasets") and "Traceback" not in err
+    assert cli_main(["ensemble", str(runs["ab-s0"]), str(runs["ab-s1"]), "--method", "all"]) == 0
+    assert "greedy" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ suites
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_suite_errors_name_line_and_valid_keys(tmp_path):
+    s = _write(tmp_path / "s.yaml", "name: x\nruns:\n  - name: a\n    epochs: 1\n    learning_rate: 0.1\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:5: unknown run key 'learning_rate'.*Valid keys:.*\blr\b"):
+        load_suite(s)
+    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n  - name: b\n    model: resnet181\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:4: .*resnet181.*resnet18"):
+        load_suite(s)
+    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\nensembel: {}\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:3: unknown suite key 'ensembel'.*Did you mean ensemble"):
+        load_suite(s)
+    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    seeds: [0, 1]\n  - name: a-s1\n")
+    with pytest.raises(SuiteError, match="used twice"):
+        load_suite(s)
+    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    epochs: -3\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:2 \(run a\): .*epochs"):
+        load_suite(s)
+
+
+def test_suite_trains_skips_resumes_and_refuses_changed_runs(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = ("name: tiny\ndefaults:\n  val_size: 50\n  model_kwargs: {widths: [8, 16, 16]}\n  batch_size: 50\n"
+            "  eval_batch_size: 64\n  epochs: 2\n  whiten_bias_epochs: 1\n  channels_last: false\n"
+            "runs:\n  - name: ab\n    seeds: [0, 1]\nensemble: {methods: [uniform, greedy]}\nreport: false\n")
+    s = load_suite(_write(tmp_path / "tiny.yaml", text), {"data_dir": str(runs["data10"]), "download": False})
+    res = run_suite(s, progress=False, log=lambda m: None)
+    assert [p.name for p in res.completed] == ["ab-s0", "ab-s1"] and not res.failed
+    assert (tmp_path / "runs/tiny/comparison.csv").is_file() and res.ensemble["ensembles"]["greedy"]
+    ckpt = tmp_path / "runs/tiny/ab-s0/checkpoint-best.safetensors"
+    stamp = ckpt.stat().st_mtime_ns
+    # interrupt ab-s1 half-way (as a killed job would), then run the suite again
+    os.remove(tmp_path / "runs/tiny/ab-s1/results.json")
+    (tmp_path / "runs/tiny/ab-s1/status.json").write_text('{"status": "interrupted"}')
+    logs = []
+    res = run_suite(s, progress=False, log=logs.append)
+    assert ckpt.stat().st_mtime_ns == stamp                   # complete run not retrained
+    assert any("ab-s0: complete, skipped" in m for m in logs)
+    assert any("ab-s1: resuming" in m for m in logs) and len(res.completed) == 2
+    s2 = load_suite(_write(tmp_path / "tiny.yaml", text.replace("epochs: 2", "epochs: 3")),
+                    {"data_dir": str(runs["data10"]), "download": False})
+    with pytest.raises(SuiteError, match="different config.*epochs"):
+        run_suite(s2, progress=False, log=lambda m: None)
+
+
+EXAMPLES = sorted((__import__("pathlib").Path(__file__).parents[1] / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_suites_are_valid(path):
+    s = load_suite(path)
+    assert len(s.runs) >= 2 and len({r.name for r in s.runs}) == len(s.runs)
+
+
+def test_offline_example_suite_runs_shrunk(runs, tmp_path, monkeypatch):
+    """cifar100-offline.yaml end to end on tiny data (every model, a fraction of an epoch)."""
+    monkeypatch.chdir(tmp_path)
+    path = [p for p in EXAMPLES if p.stem == "cifar100-offline"][0]
+    s = load_suite(path, {"data_dir": str(runs["data100"]), "download": False, "epochs": 1, "val_size": 100,
+                          "batch_size": 100, "eval_batch_size": 100, "img_size": 32})
+    s.ensemble["min_val_acc"] = 0
+    s.report = False
+    res = run_suite(s, progress=False, log=lambda m: None)
+    assert not res.failed, res.failed
+    assert len(res.rows) == 4 and res.ensemble is not None

@@ -1,0 +1,98 @@
+"""Calibration, error analysis and ensemble arithmetic on hand-made arrays (no training)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifarlab.evaluation.analysis import most_confused, top_losses
+from cifarlab.evaluation.calibration import expected_calibration_error, reliability_bins
+from cifarlab.evaluation.ensemble import (EnsembleError, Member, accuracy_weights, combine, ensemble_weights,
+                                          greedy_selection, select_members)
+
+
+def test_ece_by_hand():
+    # confidences 0.9, 0.8, 0.6, 0.55 all fall in the upper of 2 bins; 3 of 4 are right
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    labels = np.array([0, 1, 1, 1])
+    b = reliability_bins(probs, labels, n_bins=2)
+    assert b["count"] == [0, 4]
+    assert b["accuracy"][1] == pytest.approx(0.75) and b["confidence"][1] == pytest.approx(0.7125)
+    assert expected_calibration_error(probs, labels, n_bins=2) == pytest.approx(100 * (0.75 - 0.7125))
+
+
+def test_ece_matches_definition():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 5)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 5, 500)
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, 11)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
+    assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(100 * ece, abs=1e-9)
+    # a perfectly confident and correct classifier is perfectly calibrated
+    onehot = np.eye(5)[labels]
+    assert expected_calibration_error(onehot, labels) == pytest.approx(0.0)
+
+
+def test_most_confused_and_top_losses():
+    cm = np.array([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
+    pairs = most_confused(cm, ["a", "b", "c"], k=2)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("c", "b", 4), ("a", "b", 3)]
+    assert pairs[0]["percent_of_true"] == pytest.approx(100 * 4 / 6)
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.05, 0.95]])
+    labels = np.array([0, 0, 1, 1])
+    tl = top_losses(probs, labels, k=2)
+    assert [t["index"] for t in tl] == [1, 2]
+    assert tl[0]["loss"] == pytest.approx(-np.log(0.3)) and tl[0]["predicted"] == 1
+
+
+def _onehotish(pred, n_classes=3, p=0.8):
+    out = np.full((len(pred), n_classes), (1 - p) / (n_classes - 1))
+    out[np.arange(len(pred)), pred] = p
+    return out
+
+
+def test_combine_and_accuracy_weights():
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    assert combine([a, b], [3, 1]).tolist() == [[0.75, 0.25]]
+    with pytest.raises(EnsembleError):
+        combine([a, b], [0, 0])
+    labels = np.array([0, 1, 2, 0])
+    good, half = _onehotish(np.array([0, 1, 2, 0])), _onehotish(np.array([0, 1, 0, 1]))
+    w = accuracy_weights([good, half], labels)
+    assert w.tolist() == pytest.approx([100 / 150, 50 / 150])
+
+
+def test_greedy_selection_picks_complementary_members():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    # m0 right on the first 4, m1 right on the last 4 but confidently wrong elsewhere, m2 always wrong
+    m0 = _onehotish(np.array([0, 1, 2, 0, 0, 0]), p=0.9)
+    m1 = _onehotish(np.array([1, 2, 2, 0, 1, 2]), p=0.6)
+    m2 = _onehotish(np.array([1, 2, 0, 1, 2, 0]), p=0.99)
+    counts = greedy_selection([m0, m1, m2], labels)
+    assert counts[2] == 0                   # a useless member is never picked
+    assert counts[0] >= 1
+    ens = combine([m0, m1, m2], counts)
+    assert (ens.argmax(1) == labels).mean() >= max((m.argmax(1) == labels).mean() for m in (m0, m1, m2))
+    # "at least one per architecture": starting members are kept
+    assert greedy_selection([m0, m1, m2], labels, init=[2])[2] >= 1
+
+
+def test_selection_rules_and_missing_validation():
+    labels = np.array([0, 1, 2])
+    good = Member("good", "a", _onehotish(labels), _onehotish(labels))
+    bad = Member("bad", "b", _onehotish(labels), _onehotish(np.array([1, 2, 0])))
+    kept, notes = select_members([good, bad], labels, min_val_acc=50)
+    assert [m.name for m in kept] == ["good"] and "bad" in notes[0]
+    with pytest.raises(EnsembleError, match="no run reaches"):
+        select_members([bad], labels, min_val_acc=50)
+    noval = Member("noval", "a", _onehotish(labels))
+    assert ensemble_weights("uniform", [good, noval], None).tolist() == [0.5, 0.5]
+    with pytest.raises(EnsembleError, match="noval.*--val-size"):
+        ensemble_weights("greedy", [good, noval], labels)
+    w = ensemble_weights("greedy", [good, bad], labels, per_architecture=True)
+    assert w[1] > 0 and w.sum() == pytest.approx(1.0)
