@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 
 
-def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str]) -> tuple[Path, Path]:
-    """Write ``confusion_matrix.csv`` (counts, rows = true class) and ``confusion_matrix.png``
-    (row-normalized to %, so each row reads as where that class's images went)."""
+def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str], stem: str = "confusion_matrix",
+                    title: str = "Confusion matrix (row-normalized)") -> tuple[Path, Path]:
+    """Write ``{stem}.csv`` (counts, rows = true class) and ``{stem}.png`` (row-normalized to %,
+    so each row reads as where that class's images went)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    csv_path, png_path = out_dir / "confusion_matrix.csv", out_dir / "confusion_matrix.png"
+    csv_path, png_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.png"
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["true \\ predicted", *classes])
@@ -32,7 +33,7 @@ def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str]) -> tu
     fig.colorbar(im, ax=ax, fraction=0.046, label="% of the true class")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (row-normalized)")
+    ax.set_title(title)
     if n <= 20:
         ax.set_xticks(range(n), classes, rotation=45, ha="right")
         ax.set_yticks(range(n), classes)

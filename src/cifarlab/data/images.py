@@ -1,0 +1,106 @@
+"""Decoding image files of any format and mode into fixed-size RGB uint8 arrays (Pillow).
+
+Used by ``cifarlab predict`` (and image folders). Policies for reaching the target size:
+
+* ``center-crop`` (default): resize the shorter side to ``size`` (bicubic with Pillow's
+  antialiasing), then crop the centre square, the usual evaluation transform (torchvision's
+  ``Resize`` + ``CenterCrop``); CIFAR images are whole 32x32 frames, so a photo becomes one.
+* ``pad``: resize the longer side to ``size`` and pad the rest with black (nothing cropped).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+RESIZE_POLICIES = ("center-crop", "pad")
+MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 Mpixel; a 10000x10000 image is fine
+
+
+class ImageDecodeError(ValueError):
+    """One file could not be read as an image (the message says why)."""
+
+
+def to_rgb(img):
+    """A Pillow image of any mode (1, L, LA, P, RGBA, CMYK, I;16, I, F...) as mode RGB.
+
+    Transparency is composited onto black; 16-bit and 32-bit integer images are scaled to 8 bits by
+    their range (Pillow's own ``convert`` would clip them); GIFs give their first frame.
+    """
+    from PIL import Image
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        img = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def fit_size(img, size: int, policy: str = "center-crop"):
+    """Resize an RGB Pillow image to ``size`` x ``size`` with ``policy`` (see module docstring)."""
+    from PIL import Image
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; choose from {', '.join(RESIZE_POLICIES)}")
+    w, h = img.size
+    if policy == "center-crop":
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return img.crop((left, top, left + size, top + size))
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(img.resize((nw, nh), Image.Resampling.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
+    return canvas
+
+
+def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-crop") -> np.ndarray:
+    """Decode ``path`` to uint8 (3, size, size) RGB.
+
+    Raises:
+        ImageDecodeError: not an image, truncated or corrupt, unreadable, or over 400 Mpixel.
+    """
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                raise ImageDecodeError(f"{path}: {img.size[0]}x{img.size[1]} pixels is over the "
+                                       f"{MAX_PIXELS // 10**6} Mpixel limit")
+            img.load()
+            out = fit_size(to_rgb(img), size, policy)
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{path}: not an image Pillow can read") from None
+    except PermissionError:
+        raise ImageDecodeError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageDecodeError):
+            raise
+        raise ImageDecodeError(f"{path}: corrupt or truncated image ({e})") from None
+    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def expand_paths(paths) -> tuple[list[Path], list[str]]:
+    """Files named directly, plus image files found recursively in named folders (sorted).
+
+    Returns (files, problems): a missing path is a problem, not an exception; files inside folders
+    without an image extension are skipped silently, files named directly are always tried.
+    """
+    files, problems = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        elif p.exists():
+            files.append(p)
+        else:
+            problems.append(f"{p}: no such file or folder")
+    return files, problems

@@ -1,0 +1,62 @@
+"""Figures across runs: training curves overlaid, accuracy against training time and parameters."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .interpret import _plt
+
+
+def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
+    """Three panels per epoch, one line per run: loss (train solid, validation dashed), top-1
+    accuracy (train solid, validation dashed) and the learning-rate multiplier of the schedule.
+
+    Args:
+        curves: run name -> ``metrics.jsonl`` rows (``epoch``, ``train_loss``, ``train_top1``,
+            ``lr_mult``, optional ``val_loss`` / ``val_top1``).
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, (name, rows) in enumerate(curves.items()):
+        if not rows:
+            continue
+        color = f"C{i % 10}"
+        ep = [r["epoch"] + 1 for r in rows]
+        axes[0].plot(ep, [r["train_loss"] for r in rows], color=color, label=name)
+        axes[1].plot(ep, [r["train_top1"] for r in rows], color=color, label=name)
+        axes[2].plot(ep, [r["lr_mult"] for r in rows], color=color, label=name)
+        if any("val_loss" in r for r in rows):
+            vr = [r for r in rows if "val_loss" in r]
+            axes[0].plot([r["epoch"] + 1 for r in vr], [r["val_loss"] for r in vr], color=color, ls="--")
+            axes[1].plot([r["epoch"] + 1 for r in vr], [r["val_top1"] for r in vr], color=color, ls="--")
+    for ax, label in zip(axes, ("loss (train solid, val dashed)", "top-1 % (train solid, val dashed)",
+                                "learning-rate multiplier")):
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_tradeoff(path: Path, rows: list[dict], x: str, xlabel: str, log_x: bool = False) -> Path:
+    """Test top-1 (%) against ``x`` (a comparison-row key such as ``train_seconds``), one labelled
+    point per run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, r in enumerate(rows):
+        if r.get(x) is None or r.get("top1") is None:
+            continue
+        ax.scatter(r[x], r["top1"], color=f"C{i % 10}", s=30)
+        ax.annotate(r["run"], (r[x], r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"Accuracy vs {xlabel.split(' (')[0]}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
