@@ -89,8 +89,12 @@ def environment(device: torch.device) -> dict:
 def _load_data(cfg: TrainConfig):
     from .data import load_dataset, split_train_val, stratified_split
 
-    ds = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    train, val = split_train_val(ds.train, cfg.val_size, cfg.split_seed)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, size=cfg.folder_size,
+                      policy=cfg.resize_policy, progress=cfg.progress)
+    if ds.val is not None:  # the data ships its own validation split (an image folder's val/)
+        train, val = ds.train, ds.val
+    else:
+        train, val = split_train_val(ds.train, cfg.val_size, cfg.split_seed)
     if cfg.train_size:
         if cfg.train_size > len(train):
             raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train)} training images available.")

@@ -86,8 +86,8 @@ def _analysis_parsers(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--tta", type=int, default=None, help="override the run's TTA level (0, 1, 2)")
-    p.add_argument("--policy", default="center-crop", choices=["center-crop", "pad"],
-                   help="how an image of another size becomes the run's size")
+    p.add_argument("--policy", default=None, choices=["center-crop", "pad"],
+                   help="how an image of another size becomes the run's size (default: the run's resize_policy)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -96,6 +96,18 @@ def _analysis_parsers(sub) -> None:
     x.add_argument("--onnx", action="store_true", required=True, help="ONNX format (the one supported)")
     x.add_argument("--out", default=None, help="default RUN/model.onnx")
     x.add_argument("--opset", type=int, default=18)
+    d = sub.add_parser("data", help="pack image folders or CIFAR into a memory-mapped store; inspect stores")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    pk = dsub.add_parser("pack", help="decode SOURCE (an image folder, cifar10 or cifar100) into a store at OUT")
+    pk.add_argument("source")
+    pk.add_argument("out")
+    pk.add_argument("--size", type=int, default=32, help="image folders: side in pixels (default 32)")
+    pk.add_argument("--policy", default="center-crop", choices=["center-crop", "pad"])
+    pk.add_argument("--data-dir", default=None, help="for cifar10/cifar100")
+    pk.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    pk.add_argument("--force", action="store_true", help="replace an existing store")
+    inf = dsub.add_parser("info", help="summarize a packed store")
+    inf.add_argument("store")
 
 
 def _train_config(args) -> tuple[TrainConfig | None, dict]:
@@ -180,6 +192,8 @@ def _analysis_command(args) -> int:
         for e in res["errors"]:
             print(f"skipped {e['file']}: {e['error']}", file=sys.stderr)
         return 0 if res["predictions"] or not res["errors"] else 2
+    if args.command == "data":
+        return _data_command(args)
     if args.command == "export":
         from .export import export_onnx
         info = export_onnx(args.run, args.out, opset=args.opset)
@@ -188,6 +202,33 @@ def _analysis_command(args) -> int:
               f"argmax agreement {info['argmax_agreement']:.1f}%")
         return 0
     return 1
+
+
+def _data_command(args) -> int:
+    import time
+    from pathlib import Path
+    from .data import DataError, load_dataset
+    from .data.store import pack_dataset, store_info
+    if args.data_command == "info":
+        info = store_info(Path(args.store))
+        print(json.dumps({k: v for k, v in info.items() if k != "images_per_class"}, indent=2))
+        return 0
+    out = Path(args.out)
+    if (out / "manifest.json").is_file() and not args.force:
+        raise DataError(f"{out} already holds a store; add --force to replace it.")
+    t = time.perf_counter()
+    if args.source in ("cifar10", "cifar100"):
+        m = pack_dataset(load_dataset(args.source, args.data_dir), out)
+    else:
+        from .data.folder import pack_folder
+        m = pack_folder(Path(args.source), out, args.size, args.policy, workers=args.workers)
+    n = sum(b - a for a, b in m["splits"].values())
+    print(f"packed {n} images ({', '.join(f'{k} {b - a}' for k, (a, b) in m['splits'].items())}), "
+          f"{len(m['classes'])} classes into {out} in {time.perf_counter() - t:.1f} s; "
+          f"{len(m['skipped'])} unreadable files skipped, {m.get('ignored_non_images', 0)} non-image files ignored")
+    for s in m["skipped"][:20]:
+        print(f"skipped {s}", file=sys.stderr)
+    return 0
 
 
 def _print_predictions(res: dict, fmt: str) -> None:

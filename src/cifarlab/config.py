@@ -31,7 +31,9 @@ class TrainConfig:
     """
 
     # --- data
-    dataset: str = "cifar10"            # cifar10 | cifar100
+    dataset: str = "cifar10"            # cifar10 | cifar100 | folder:PATH (image folder) | store:PATH (packed store)
+    folder_size: int = 32               # image folders: side the images are brought to when packed
+    resize_policy: str = "center-crop"  # image folders: center-crop (shorter side + centre crop) | pad
     data_dir: str | None = None         # folder holding cifar-10-batches-py/ or cifar-100-python/
     val_size: int = 0                   # images carved from train, class-stratified; 0 = none
     train_size: int = 0                 # keep a class-stratified subset of this many training images; 0 = all
@@ -138,9 +140,12 @@ class TrainConfig:
         for name in ("lr", "bias_lr", "head_lr"):
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
-        need(self.early_stopping_patience == 0 or self.val_size > 0,
+        need(self.early_stopping_patience == 0 or self.val_size > 0 or self.dataset.startswith(("folder:", "store:")),
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
         need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
+        need(self.resize_policy in ("center-crop", "pad"),
+             f"resize_policy must be center-crop or pad (got {self.resize_policy!r}).")
+        need(self.folder_size >= 8, f"folder_size must be >= 8 pixels (got {self.folder_size}).")
         need(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r}).")
         need(self.strategy != "fine-tune" or self.freeze_epochs < self.epochs,
              f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for fine-tune: "

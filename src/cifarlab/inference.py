@@ -156,12 +156,13 @@ def predictions_of(model, pipes: dict, cfg, device, ds, coarse, test=None) -> Pr
                        coarse_of_fine, list(coarse_classes) if coarse_classes else None)
 
 
-def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, policy: str = "center-crop",
+def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, policy: str | None = None,
                    batch_size: int = 256) -> dict:
     """Classify image files (or folders of them, recursively) with a finished run's model.
 
     Each image, of any size and mode, is converted to RGB and brought to the run's data size
-    (32x32 for CIFAR) by ``policy`` (see :mod:`cifarlab.data.images`), then normalized and resized
+    (32x32 for CIFAR) by ``policy`` (default: the run's ``resize_policy``; see
+    :mod:`cifarlab.data.images`), then normalized and resized
     on the device exactly as the run's test images were, and scored with the run's TTA level.
 
     Returns:
@@ -182,6 +183,7 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
     cfg, model, results = load_run_model(run_dir)
     classes = results["classes"]
     side = int(results.get("data_side", 32))
+    policy = policy or cfg.resize_policy
     files, problems = expand_paths(paths)
     errors = [{"file": p.split(": ", 1)[0], "error": p.split(": ", 1)[1]} for p in problems]
     images, ok = [], []

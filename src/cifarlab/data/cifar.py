@@ -99,6 +99,7 @@ class Dataset:
     test: ImageArrays
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    val: ImageArrays | None = None   # a fixed validation split shipped with the data (image folders' val/)
 
     @property
     def classes(self) -> list[str]:

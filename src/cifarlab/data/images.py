@@ -70,9 +70,14 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
     Raises:
         ImageDecodeError: not an image, truncated or corrupt, unreadable, or over 400 Mpixel.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+            img = Image.open(path)
+        with img:
             if img.size[0] * img.size[1] > MAX_PIXELS:
                 raise ImageDecodeError(f"{path}: {img.size[0]}x{img.size[1]} pixels is over the "
                                        f"{MAX_PIXELS // 10**6} Mpixel limit")
@@ -82,7 +87,9 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
         raise ImageDecodeError(f"{path}: not an image Pillow can read") from None
     except PermissionError:
         raise ImageDecodeError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"{path}: too many pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageDecodeError):
             raise
         raise ImageDecodeError(f"{path}: corrupt or truncated image ({e})") from None

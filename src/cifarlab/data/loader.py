@@ -40,7 +40,8 @@ class DeviceLoader:
     def __init__(self, arrays: ImageArrays, mean, std, batch_size: int, device: torch.device | str = "cpu",
                  train: bool = False, flip: str = "none", translate: int = 0, cutout: int = 0, seed: int = 0):
         self.device = torch.device(device)
-        self.images = torch.from_numpy(np.ascontiguousarray(arrays.images)).to(self.device)
+        imgs = arrays.images if arrays.images.flags.writeable else np.array(arrays.images)  # a store's memmap: read into RAM
+        self.images = torch.from_numpy(np.ascontiguousarray(imgs)).to(self.device)
         self.labels = torch.from_numpy(np.asarray(arrays.labels, dtype=np.int64)).to(self.device)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
