@@ -86,7 +86,7 @@ def main() -> int:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.dataset}-recipe.json").write_text(json.dumps(summary, indent=2))
-    print(f"\n| seed | test top-1 (%) | superclass (%) | wall (s) | train (s) | train img/s | peak RSS (GiB) |")
+    print("\n| seed | test top-1 (%) | superclass (%) | wall (s) | train (s) | train img/s | peak RSS (GiB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         sc = f"{r['superclass_top1']:.2f}" if r["superclass_top1"] is not None else "-"

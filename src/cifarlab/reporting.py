@@ -42,6 +42,13 @@ def resolve_runs(paths) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+def _dataset_of(cfg, data_dir: str | None = None):
+    """The run's dataset as it was trained on (never downloads)."""
+    from .data import load_dataset
+    return load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=False, size=cfg.folder_size,
+                        policy=cfg.resize_policy, progress=False)
+
+
 def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 16, data_dir: str | None = None) -> dict:
     """Write ``RUN/interpretation/``: confusion matrix (CSV + row-normalized PNG), per-class table,
     most-confused pairs, top-loss grid, reliability diagram, superclass confusion (CIFAR-100), and
@@ -81,9 +88,7 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
             "top_losses": top_losses(probs, labels, k=top_k), "notes": []}
     if test_images is None:
         try:
-            from .data import load_dataset
-            cfg = rd.load_config()
-            test_images = load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=False).test.images
+            test_images = _dataset_of(rd.load_config(), data_dir).test.images
         except Exception as e:  # the figure is optional; the numbers above are not
             info["notes"].append(f"top-loss grid skipped: the test images could not be loaded ({e})")
     if test_images is not None:
@@ -128,7 +133,6 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
         RunDirError: a path is not a run/suite, or a run is incomplete (names what is missing).
     """
     from .compare import compare_runs, ensemble_runs
-    from .data import load_dataset
     from .report import html as H
     from .report.plots import plot_curves, plot_tradeoff
     from .report.table import to_html
@@ -174,9 +178,8 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
 
     datasets = {}
     for ds_name, members in by_dataset.items():
-        cfg = RunDir(members[0]).load_config()
         try:
-            datasets[ds_name] = load_dataset(ds_name, data_dir or cfg.data_dir, download=False)
+            datasets[ds_name] = _dataset_of(RunDir(members[0]).load_config(), data_dir)
         except Exception as e:  # the report still renders without the images
             datasets[ds_name] = None
             sections.append((f"Dataset {ds_name}", f"<p>not available: {e}</p>"))
