@@ -211,6 +211,8 @@ def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
     from .data import channel_stats
     from .models import data_config
 
+    if cfg.dataset.startswith("shards:"):
+        return _prepare_shards(cfg, device, load_weights)
     ds, train, val = _load_data(cfg)
     model = _build_model(cfg, ds.num_classes, device, load_weights)
     dc = data_config(model)
@@ -219,6 +221,12 @@ def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
     else:
         mean, std = channel_stats(ds.train.images)  # the dataset's own statistics
     loaders = _loaders(cfg, ds, train, val, device, mean, std)
+    return ds, model, _pipelines(cfg, model, loaders, device, load_weights), {"mean": list(mean), "std": list(std)}
+
+
+def _pipelines(cfg: TrainConfig, model, loaders: dict, device: torch.device, load_weights: bool) -> dict:
+    """Wrap loaders in :class:`Batches`, check the model takes the input size, and run a fresh
+    model's data-dependent init (airbench whitening, on the first 5 000 training images)."""
     sizes = _size_schedule(cfg, model)
     pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last) if v is not None else None)
              for k, v in loaders.items()}
@@ -228,12 +236,37 @@ def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
     if load_weights and fresh and hasattr(model, "init_from_data"):
         x = torch.cat([x for x, _ in _take(loaders["train"].ordered(), 5000)])[:5000]  # airbench: 5 000 images
         model.init_from_data(x)
-    return ds, model, pipes, {"mean": list(mean), "std": list(std)}
+    return pipes
+
+
+def _prepare_shards(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
+    """:func:`_prepare` for ``shards:PATH``: the splits stream from WebDataset shards in worker
+    processes (:class:`cifarlab.data.shards.ShardLoader`) instead of living in memory."""
+    from .data.shards import ShardLoader, read_shard_meta, shard_dataset
+    from .models import data_config
+
+    folder = cfg.dataset[len("shards:"):]
+    meta = read_shard_meta(Path(folder))
+    if cfg.val_size and "val" not in meta["splits"]:
+        raise ConfigError("shards have no val split and cannot be split on the fly; write them from a source "
+                          "with a val/ folder, or use --val-size 0.")
+    if cfg.train_size:
+        raise ConfigError("train_size is not supported with shards; pack a subset instead.")
+    ds = shard_dataset(folder)
+    model = _build_model(cfg, ds.num_classes, device, load_weights)
+    dc = data_config(model)
+    mean, std = (dc["mean"], dc["std"]) if dc["mean"] is not None else (meta["mean"], meta["std"])
+    mk = lambda split, **kw: ShardLoader(folder, split, mean, std, device=device, seed=cfg.seed, **kw)
+    loaders = {"train": mk("train", batch_size=cfg.batch_size, train=True, flip=cfg.flip, translate=cfg.translate,
+                           cutout=cfg.cutout),
+               "val": mk("val", batch_size=cfg.eval_batch_size) if "val" in meta["splits"] else None,
+               "test": mk("test", batch_size=cfg.eval_batch_size)}
+    return ds, model, _pipelines(cfg, model, loaders, device, load_weights), {"mean": list(mean), "std": list(std)}
 
 
 def _coarse(ds):
     from .evaluation.metrics import fine_to_coarse
-    if ds.train.coarse_labels is None:
+    if getattr(ds.train, "coarse_labels", None) is None:
         return None, None
     return fine_to_coarse(ds.train.labels, ds.train.coarse_labels, ds.num_classes), ds.train.coarse_classes
 
@@ -344,7 +377,7 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
     results = {
         "dataset": cfg.dataset, "model": cfg.model, "strategy": cfg.strategy, "num_classes": ds.num_classes,
         "classes": ds.classes, "test": test, "tta": cfg.tta, "input_side": pipes["test"].side() or 32,
-        "data_side": int(ds.test.images.shape[-1]),
+        "data_side": int(pipes["test"].loader.size[-1]),
         "train_images": pipes["train"].loader.num_images,
         "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "parameters": params,

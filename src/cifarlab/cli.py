@@ -106,6 +106,13 @@ def _analysis_parsers(sub) -> None:
     pk.add_argument("--data-dir", default=None, help="for cifar10/cifar100")
     pk.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     pk.add_argument("--force", action="store_true", help="replace an existing store")
+    sh = dsub.add_parser("shard", help="write SOURCE as WebDataset tar shards (train with --dataset shards:OUT)")
+    sh.add_argument("source", help="cifar10, cifar100, an image folder, or store:PATH")
+    sh.add_argument("out")
+    sh.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+    sh.add_argument("--size", type=int, default=32, help="image folders: side in pixels (default 32)")
+    sh.add_argument("--policy", default="center-crop", choices=["center-crop", "pad"])
+    sh.add_argument("--data-dir", default=None, help="for cifar10/cifar100")
     inf = dsub.add_parser("info", help="summarize a packed store")
     inf.add_argument("store")
 
@@ -214,6 +221,17 @@ def _data_command(args) -> int:
         print(json.dumps({k: v for k, v in info.items() if k != "images_per_class"}, indent=2))
         return 0
     out = Path(args.out)
+    if args.data_command == "shard":
+        from .data.shards import write_shards
+        name = args.source if args.source in ("cifar10", "cifar100") or args.source.startswith("store:") \
+            else f"folder:{args.source}"
+        t = time.perf_counter()
+        m = write_shards(load_dataset(name, args.data_dir, size=args.size, policy=args.policy), out, args.shard_size)
+        counts = ", ".join(f"{k} {v['images']}" for k, v in m["splits"].items())
+        n_shards = sum(len(v["shards"]) for v in m["splits"].values())
+        print(f"wrote {n_shards} shards ({counts} images) to {out} in {time.perf_counter() - t:.1f} s; "
+              f"train with --dataset shards:{out}")
+        return 0
     if (out / "manifest.json").is_file() and not args.force:
         raise DataError(f"{out} already holds a store; add --force to replace it.")
     t = time.perf_counter()

@@ -31,7 +31,7 @@ class TrainConfig:
     """
 
     # --- data
-    dataset: str = "cifar10"            # cifar10 | cifar100 | folder:PATH (image folder) | store:PATH (packed store)
+    dataset: str = "cifar10"            # cifar10 | cifar100 | folder:PATH | store:PATH | shards:PATH
     folder_size: int = 32               # image folders: side the images are brought to when packed
     resize_policy: str = "center-crop"  # image folders: center-crop (shorter side + centre crop) | pad
     data_dir: str | None = None         # folder holding cifar-10-batches-py/ or cifar-100-python/
@@ -140,7 +140,7 @@ class TrainConfig:
         for name in ("lr", "bias_lr", "head_lr"):
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
-        need(self.early_stopping_patience == 0 or self.val_size > 0 or self.dataset.startswith(("folder:", "store:")),
+        need(self.early_stopping_patience == 0 or self.val_size > 0 or self.dataset.startswith(("folder:", "store:", "shards:")),
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
         need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
         need(self.resize_policy in ("center-crop", "pad"),

@@ -81,8 +81,8 @@ def recipe_config(dataset: str, model: str | None = None) -> TrainConfig:
     model kept unless ``model`` names the other); :data:`GENERIC` for every other model.
     """
     if model is None or model in AIRBENCH_MODELS:
-        # image folders and stores get the CIFAR-10 speed recipe (a sound start for small images)
-        values = dict(RECIPES.get(dataset, RECIPES["cifar10"] if dataset.startswith(("folder:", "store:")) else {}))
+        # image folders, stores and shards get the CIFAR-10 speed recipe (a sound start for small images)
+        values = dict(RECIPES.get(dataset, RECIPES["cifar10"] if dataset.startswith(("folder:", "store:", "shards:")) else {}))
         if model is not None and model != values.get("model"):
             values.update(model=model, model_kwargs={})
     else:

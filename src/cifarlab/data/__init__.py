@@ -26,6 +26,9 @@ def load_dataset(name: str, data_dir=None, download: bool = True, size: int = 32
     if name.startswith("folder:"):
         from .folder import load_image_folder
         return load_image_folder(name[len("folder:"):], size, policy, progress=progress)
+    if name.startswith("shards:"):
+        raise DataError(f"{name} streams from shards and is not loaded into memory; train on it with "
+                        f"--dataset {name}, or pack the source into a store to load it.")
     if name.startswith("store:"):
         from .store import open_store
         return open_store(Path(name[len("store:"):]))
