@@ -104,13 +104,13 @@ def _load_data(cfg: TrainConfig):
     return ds, train, val
 
 
-def _loaders(cfg: TrainConfig, ds, train, val, device, mean, std) -> dict:
+def _loaders(cfg: TrainConfig, ds, train, val, device, mean, std, dist_env=None) -> dict:
     from .data import DeviceLoader
 
     mk = lambda arrays, **kw: DeviceLoader(arrays, mean, std, device=device, seed=cfg.seed, **kw)
     return {
         "train": mk(train, batch_size=cfg.batch_size, train=True, flip=cfg.flip, translate=cfg.translate,
-                    cutout=cfg.cutout),
+                    cutout=cfg.cutout, rank=dist_env.rank if dist_env else 0, world=dist_env.world if dist_env else 1),
         "val": mk(val, batch_size=cfg.eval_batch_size) if val is not None else None,
         "test": mk(ds.test, batch_size=cfg.eval_batch_size),
     }
@@ -206,12 +206,14 @@ def check_input_size(model, side: int, device: torch.device, name: str) -> None:
     raise ConfigError(f"Input size {side}x{side} is too small for {name}.{hint}")
 
 
-def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
+def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True, dist_env=None):
     """Data, model and input pipelines for ``cfg``: (dataset, model, pipelines, normalization)."""
     from .data import channel_stats
     from .models import data_config
 
     if cfg.dataset.startswith("shards:"):
+        if dist_env is not None and dist_env.enabled:
+            raise ConfigError("distributed training reads in-memory datasets; shards stream in one process.")
         return _prepare_shards(cfg, device, load_weights)
     ds, train, val = _load_data(cfg)
     model = _build_model(cfg, ds.num_classes, device, load_weights)
@@ -220,7 +222,7 @@ def _prepare(cfg: TrainConfig, device: torch.device, load_weights: bool = True):
         mean, std = dc["mean"], dc["std"]          # the pretrained config's normalization
     else:
         mean, std = channel_stats(ds.train.images)  # the dataset's own statistics
-    loaders = _loaders(cfg, ds, train, val, device, mean, std)
+    loaders = _loaders(cfg, ds, train, val, device, mean, std, dist_env)
     return ds, model, _pipelines(cfg, model, loaders, device, load_weights), {"mean": list(mean), "std": list(std)}
 
 
@@ -324,22 +326,31 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    from .training import distributed
+    env = distributed.init(cfg.device)
+    if env.enabled:
+        if cfg.strategy not in ("scratch", "full"):
+            raise ConfigError(f"distributed training supports strategy scratch or full, not {cfg.strategy!r}: "
+                              "freezing changes which parameters DDP synchronizes. Run it in one process.")
+        if cfg.batch_size % env.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} processes.")
+    device = distributed.device_for(env, resolve_device(cfg.device))
     if resume is None:
-        rd = RunDir(run_dir or Path("runs") / generate_run_name(cfg))
-        if rd.file("train-state-last.pt").is_file() or rd.file("results.json").is_file():
+        rd = RunDir(distributed.broadcast_object(str(run_dir or Path("runs") / generate_run_name(cfg)), env))
+        if env.is_main and (rd.file("train-state-last.pt").is_file() or rd.file("results.json").is_file()):
             raise RunDirError(f"{rd.path} already holds a run. Resume it with --resume {rd.path} or choose "
                               "another --run-dir.")
-        rd.create()
+        if env.is_main:
+            rd.create()
+    if env.is_main:
         rd.save_config(cfg)
-    else:
-        rd.save_config(cfg)
-    rd.set_status("running")
+        rd.set_status("running")
+    distributed.barrier(env)
 
     # On resume the weights come from checkpoint-last, except for a cached linear probe, whose
     # checkpoints hold only the classifier: its backbone must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
-    ds, model, pipes, stats = _prepare(cfg, device, load_weights=resume is None or probe)
+    ds, model, pipes, stats = _prepare(cfg, device, load_weights=resume is None or probe, dist_env=env)
     prep_seconds = time.perf_counter() - t0
 
     val_fn = None
@@ -356,7 +367,10 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
                                               resume_weights=weights, callbacks=callbacks)
     else:
         result = fit(model, pipes["train"], cfg, rd, device, val_fn=val_fn, resume=state, resume_weights=weights,
-                     callbacks=callbacks)
+                     callbacks=callbacks, dist_env=env)
+    if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
+        distributed.shutdown(env)
+        return Run(rd.path, cfg, [], {})
 
     # ---- score the selected weights on the test set, once
     eval_model = _build_model(cfg, ds.num_classes, device, load_weights=False)
@@ -393,8 +407,11 @@ def train(config: TrainConfig | None = None, run_dir: str | os.PathLike | None =
     }
     if cache_info is not None:
         results["feature_cache"] = cache_info
+    if env.enabled:
+        results["distributed"] = {"world_size": env.world, "backend": torch.distributed.get_backend()}
     rd.write_json("results.json", results)
     rd.set_status("complete")
+    distributed.shutdown(env)
     return Run(rd.path, cfg, rd.read_metrics(), results)
 
 

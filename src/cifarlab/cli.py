@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{e}", file=sys.stderr)
                 return 130
             r = run.results
+            if not r:  # a non-zero torchrun rank: rank 0 reports
+                return 0
             line = (f"test top-1 {r['test']['top1']:.2f}%  top-5 {r['test']['top5']:.2f}%  "
                     f"loss {r['test']['loss']:.3f}")
             if "superclass_top1" in r["test"]:

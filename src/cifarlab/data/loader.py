@@ -32,13 +32,16 @@ class DeviceLoader:
         flip: ``none`` | ``random`` | ``alternating``; translate: max shift in pixels;
         cutout: square side in pixels (0 = off).
         seed: base seed of the per-epoch generators.
+        rank, world: in distributed training, each training batch is this rank's 1/world slice of
+            the global batch (``batch_size`` images); evaluation batches are whole on every rank.
 
     Yields (from :meth:`epoch`): ``(x, y)`` with x float32 (B, 3, H, W) normalized and y int64 (B,).
     Memory: N*3*(H+2t)*(W+2t) bytes for the padded uint8 copy, nothing per epoch beyond indices.
     """
 
     def __init__(self, arrays: ImageArrays, mean, std, batch_size: int, device: torch.device | str = "cpu",
-                 train: bool = False, flip: str = "none", translate: int = 0, cutout: int = 0, seed: int = 0):
+                 train: bool = False, flip: str = "none", translate: int = 0, cutout: int = 0, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         self.device = torch.device(device)
         imgs = arrays.images if arrays.images.flags.writeable else np.array(arrays.images)  # a store's memmap: read into RAM
         self.images = torch.from_numpy(np.ascontiguousarray(imgs)).to(self.device)
@@ -46,6 +49,7 @@ class DeviceLoader:
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world = rank, world  # distributed training: this rank's share of each global batch
         self.flip, self.translate, self.cutout = (flip, translate, cutout) if train else ("none", 0, 0)
         self.size = tuple(self.images.shape[-2:])
         self.padded = reflect_pad(self.images, self.translate) if self.translate else self.images
@@ -89,6 +93,9 @@ class DeviceLoader:
         stop = len(self) if stop is None else min(stop, len(self))
         for i in range(start, stop):
             idx = plan["order"][i * self.batch_size:(i + 1) * self.batch_size]
+            if self.world > 1:  # the same global batch as one process, split into disjoint parts
+                b = len(idx)
+                idx = idx[self.rank * b // self.world:(self.rank + 1) * b // self.world]
             if self.translate:
                 s = plan["shift"][idx]
                 x = crop_batch(self.padded[idx], s[:, 0], s[:, 1], self.size)

@@ -59,7 +59,7 @@ def _rng_state() -> dict:
 
 def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: torch.device,
         val_fn: Callable[[torch.nn.Module], dict] | None = None, resume: dict | None = None,
-        resume_weights: dict | None = None, callbacks: tuple = ()) -> FitResult:
+        resume_weights: dict | None = None, callbacks: tuple = (), dist_env=None) -> FitResult:
     """Train ``model`` on ``loader`` (a :class:`~cifarlab.data.DeviceLoader`) as ``cfg`` says.
 
     Args:
@@ -68,11 +68,17 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         callbacks: callables ``cb(event, info, model)`` with event ``"step"`` or ``"epoch"`` (info: the
             step's numbers, or the epoch's metrics row; model: the weights being evaluated); raising
             :class:`KeyboardInterrupt` from one behaves like Ctrl-C (used by tests).
+        dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: the model is
+            wrapped in DistributedDataParallel, epoch metrics are summed across ranks, and only
+            rank 0 writes the run directory.
 
     Raises:
         TrainingDiverged: non-finite loss (status ``diverged``; checkpoints of the last good epoch kept).
         TrainingInterrupted: Ctrl-C (status ``interrupted``; position saved).
     """
+    from .distributed import DistEnv, sum_across
+    env = dist_env or DistEnv()
+    main = env.is_main
     spe = len(loader)
     total_steps = max(1, math.ceil(cfg.epochs * spe))
     n_epochs = math.ceil(total_steps / spe)
@@ -100,11 +106,16 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         if st["best_epoch"] >= 0 and best_file.is_file():
             from .checkpoint import load_weights
             best_state = load_weights(best_file)
-        run.truncate_metrics(st["epoch"])
-    history = run.read_metrics()
+        if main:
+            run.truncate_metrics(st["epoch"])
+    history = run.read_metrics() if main else []
 
     from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(run.path))
+    writer = SummaryWriter(str(run.path)) if main else None
+    fwd = model
+    if env.enabled:  # unused: the whitening bias stops receiving gradients after whiten_bias_epochs
+        from torch.nn.parallel import DistributedDataParallel
+        fwd = DistributedDataParallel(model, find_unused_parameters=True)
     eval_model = ema.module if ema is not None else model
 
     def weights_with_ema() -> dict:
@@ -114,6 +125,8 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         return sd
 
     def save_last():
+        if not main:
+            return
         save_checkpoint(run.path, "last", weights_with_ema(), {
             "optimizers": [o.state_dict() for o in optimizers], "position": dict(st), "rng": _rng_state(),
             "ema_n_averaged": int(ema.n_averaged) if ema is not None else 0, "total_steps": total_steps})
@@ -123,7 +136,7 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         from tqdm.auto import tqdm
         for epoch in range(st["epoch"], n_epochs):
             steps_here = min(spe, total_steps - epoch * spe)
-            if progress is None and cfg.progress:
+            if progress is None and cfg.progress and main:
                 progress = tqdm(total=total_steps, initial=st["global_step"], unit="step", dynamic_ncols=True)
             if progress is not None:
                 progress.set_description(f"epoch {epoch + 1}/{n_epochs}")
@@ -137,18 +150,23 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
                 if hasattr(model, "whiten_bias_trainable"):
                     model.whiten_bias_trainable = st["global_step"] < schedule.whiten_steps
                 with _autocast(device, cfg.precision):
-                    out = model(x)
+                    out = fwd(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing,
                                            reduction=cfg.loss_reduction)
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    run.set_status("diverged", epoch=epoch + 1, step=st["global_step"])
+                finite = math.isfinite(loss_value)
+                if env.enabled:  # every rank must stop together
+                    finite = sum_across([0.0 if finite else 1.0], env)[0] == 0
+                if not finite:
+                    if main:
+                        run.set_status("diverged", epoch=epoch + 1, step=st["global_step"])
                     raise TrainingDiverged(
                         f"The training loss became {loss_value} at epoch {epoch + 1} (step "
                         f"{st['global_step'] + 1}); training stopped. The checkpoints of the last good "
                         f"epoch ({epoch}) are kept in {run.path}. Lower the learning rate (lr, bias_lr, "
                         "head_lr) or use precision fp32, then start a new run.")
-                loss.backward()
+                # DDP averages gradients over ranks; a summed loss must count the whole global batch
+                (loss * env.world if env.enabled and cfg.loss_reduction == "sum" else loss).backward()
                 lr_mult = schedule.set(st["global_step"])
                 for opt in optimizers:
                     opt.step()
@@ -174,13 +192,14 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
             # ---- end of epoch
             seconds = st["acc_seconds"] + time.perf_counter() - t_start
             st["train_seconds"] += time.perf_counter() - t_start
-            st["images_seen"] += st["acc_seen"]  # counted once per completed epoch
+            loss_sum, correct, seen = sum_across([st["acc_loss"], st["acc_correct"], st["acc_seen"]], env)
+            st["images_seen"] += int(seen)  # counted once per completed epoch, all ranks
             row = {"epoch": epoch, "step": st["global_step"],
-                   "train_loss": st["acc_loss"] / max(1, st["acc_seen"]),
-                   "train_top1": 100.0 * st["acc_correct"] / max(1, st["acc_seen"]),
+                   "train_loss": loss_sum / max(1, seen),
+                   "train_top1": 100.0 * correct / max(1, seen),
                    "lr_mult": lr_mult, "lr": {g.get("name", str(i)): g["lr"] for o in optimizers
                                               for i, g in enumerate(o.param_groups)},
-                   "seconds": seconds, "images_per_s": st["acc_seen"] / max(seconds, 1e-9)}
+                   "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
             improved = True
             if val_fn is not None:
                 v = val_fn(eval_model)
@@ -194,13 +213,14 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
                 st["best_epoch"] = epoch
                 best_state = {k: t.detach().clone() for k, t in eval_model.state_dict().items()}
             history.append(row)
-            run.append_metrics(row)
-            for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
-                if k in row:
-                    writer.add_scalar(k, row[k], epoch + 1)
-            writer.flush()
+            if main:
+                run.append_metrics(row)
+                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
+                    if k in row:
+                        writer.add_scalar(k, row[k], epoch + 1)
+                writer.flush()
             st.update(epoch=epoch + 1, step_in_epoch=0, acc_loss=0.0, acc_correct=0, acc_seen=0, acc_seconds=0.0)
-            if st["best_epoch"] == epoch:
+            if st["best_epoch"] == epoch and main:
                 save_checkpoint(run.path, "best", best_state)
             save_last()
             for cb in callbacks:
@@ -214,12 +234,14 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
             st["acc_seconds"] += time.perf_counter() - t_start
             st["train_seconds"] += time.perf_counter() - t_start
         save_last()
-        run.set_status("interrupted", epoch=st["epoch"], step=st["global_step"])
+        if main:
+            run.set_status("interrupted", epoch=st["epoch"], step=st["global_step"])
         raise TrainingInterrupted(
             f"Interrupted at epoch {st['epoch'] + 1}, step {st['global_step']}/{total_steps}; progress "
             f"saved. Continue with: cifarlab train --resume {run.path}") from None
     finally:
         if progress is not None:
             progress.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     return FitResult(best_state, st["best_epoch"], n_epochs, history, st["train_seconds"], st["images_seen"])
