@@ -89,13 +89,18 @@ def test_corrupt_and_non_image_files_are_skipped_and_listed(tmp_path):
     (root / "train" / "cat" / "broken.png").write_bytes(good[: len(good) // 2])
     (root / "train" / "dog" / "fake.jpg").write_text("not a jpeg")
     (root / "train" / "dog" / "notes.txt").write_text("ignored")
+    import io
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(buf, format="JPEG")
+    (root / "train" / "frog" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     m = pack_folder(root, tmp_path / "store", progress=False, workers=1)
-    assert sorted(s.split(":")[0] for s in m["skipped"]) == ["train/cat/broken.png", "train/dog/fake.jpg"]
+    assert sorted(s.split(":")[0] for s in m["skipped"]) == ["train/cat/broken.png", "train/dog/fake.jpg",
+                                                             "train/frog/cut.jpg"]
     assert m["ignored_non_images"] == 1
     ds = open_store(tmp_path / "store")
     assert ds.classes == ["cat", "dog", "frog"] and len(ds.train) == 18 and len(ds.test) == 9
     assert ds.train.images.shape == (18, 3, 32, 32)
-    assert any("2 unreadable or corrupt" in n for n in ds.notes)
+    assert any("3 unreadable or corrupt" in n for n in ds.notes)
     # content: class colour survives decoding (cat is red)
     cat = ds.train.images[ds.train.labels == 0]
     assert cat[:, 0].mean() > 150 and cat[:, 1].mean() < 90
@@ -156,3 +161,15 @@ def test_cli_data_pack_and_info(tmp_path, capsys, cifar10_dir):
     ref = load_dataset("cifar10", cifar10_dir, download=False)
     assert np.array_equal(ds.train.images, ref.train.images) and np.array_equal(ds.test.labels, ref.test.labels)
     assert store_info(tmp_path / "c10")["classes"][0] == "airplane"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_skipped(tmp_path):
+    root = make_folder(tmp_path / "f")
+    locked = root / "train" / "cat" / "1.png"
+    locked.chmod(0)
+    try:
+        m = pack_folder(root, tmp_path / "store", progress=False, workers=1)
+    finally:
+        locked.chmod(0o644)
+    assert any(s.startswith("train/cat/1.png: unreadable") for s in m["skipped"])
