@@ -48,6 +48,8 @@ def test_every_mode_becomes_rgb(tmp_path, mode):
         assert out[0].mean() > 240 and out[1].mean() < 15      # still red
     if mode == "I;16":
         assert out.min() == 255                               # 16-bit white scaled, not clipped to black
+    if mode in ("L", "LA", "1", "I;16"):
+        assert (out[0] == out[1]).all() and (out[1] == out[2]).all()   # grey stays grey in all three channels
 
 
 def test_gif_first_frame_and_extreme_sizes(tmp_path):

@@ -112,6 +112,12 @@ def test_cli_report_and_compare_dry_run(runs, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and (tmp_path / "x.html").is_file()
     assert cli_main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: dry\nruns:\n  - name: ab\n    seeds: [0, 1]\n  - name: le\n    model: lenet\n")
+    assert cli_main(["compare", str(suite), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["ab-s0", "airbench94"], ["ab-s1", "airbench94"], ["le", "lenet"]]
+    assert not (tmp_path / "runs").exists() and not __import__("pathlib").Path("runs/dry").exists()  # nothing trained
 
 
 # ------------------------------------------------------------------------------------------ predict

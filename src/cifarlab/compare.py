@@ -90,14 +90,13 @@ def _same_validation(preds: dict[str, Predictions]) -> str | None:
 
 
 def probs_metrics(probs: np.ndarray, labels: np.ndarray, p: Predictions) -> dict:
-    """top1/top5 (%), loss (nats), ECE (%), and superclass top-1 (%) when the dataset has one."""
-    from .evaluation.ensemble import accuracy, log_loss
-    top5 = np.argsort(-probs, 1)[:, :5]
-    out = {"top1": accuracy(probs, labels), "top5": float(100.0 * (top5 == labels[:, None]).any(1).mean()),
-           "loss": log_loss(probs, labels), "ece": expected_calibration_error(probs, labels)}
-    if p.coarse_of_fine is not None:
-        out["superclass_top1"] = float(100.0 * (p.coarse_of_fine[probs.argmax(1)] == p.coarse_of_fine[labels]).mean())
-    return out
+    """top1/top5 (%), loss (nats), ECE (%), and superclass top-1 (%) when the dataset has one:
+    :func:`~cifarlab.evaluation.metrics.classification_metrics` of log-probabilities."""
+    import torch
+    from .evaluation.metrics import classification_metrics
+    logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)).astype(np.float32))
+    m = classification_metrics(logits, torch.from_numpy(labels), p.classes, p.coarse_of_fine, p.coarse_classes)
+    return {k: m[k] for k in ("top1", "top5", "loss", "ece", "superclass_top1") if k in m}
 
 
 def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = None, per_architecture: bool = False,

@@ -90,13 +90,11 @@ def _add_metadata(path: Path, meta: dict) -> None:
 @torch.no_grad()
 def onnx_parity(path, wrapper: nn.Module, images_u8: np.ndarray) -> dict:
     """Max |ORT - PyTorch| over the logits of ``images_u8`` (uint8 (N, 3, S, S)), and argmax agreement in %."""
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = images_u8.astype(np.float32)
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    ref = wrapper(torch.from_numpy(x)).numpy()
+    got = run_onnx(path, images_u8)
+    ref = wrapper(torch.from_numpy(images_u8.astype(np.float32))).numpy()
     return {"max_abs_diff": float(np.abs(got - ref).max()),
-            "argmax_agreement": float(100.0 * (got.argmax(1) == ref.argmax(1)).mean()), "checked_images": len(x)}
+            "argmax_agreement": float(100.0 * (got.argmax(1) == ref.argmax(1)).mean()),
+            "checked_images": len(images_u8)}
 
 
 def run_onnx(path, images_u8: np.ndarray) -> np.ndarray:

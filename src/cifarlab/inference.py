@@ -185,14 +185,14 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
     side = int(results.get("data_side", 32))
     policy = policy or cfg.resize_policy
     files, problems = expand_paths(paths)
-    errors = [{"file": p.split(": ", 1)[0], "error": p.split(": ", 1)[1]} for p in problems]
+    errors = [{"file": path, "error": why} for path, why in problems]
     images, ok = [], []
     for f in files:
         try:
             images.append(load_image(f, side, policy))
             ok.append(str(f))
         except ImageDecodeError as e:
-            errors.append({"file": str(f), "error": str(e).split(": ", 1)[-1]})
+            errors.append({"file": str(f), "error": e.reason})
     preds = []
     if images:
         device = next(model.parameters()).device

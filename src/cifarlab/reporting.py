@@ -62,8 +62,8 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
         The ``interpretation.json`` dict plus ``files`` (name -> path).
     """
     from .evaluation.analysis import most_confused, top_losses
-    from .evaluation.calibration import expected_calibration_error, reliability_bins
-    from .evaluation.metrics import confusion_matrix
+    from .evaluation.calibration import reliability_bins
+    from .evaluation.metrics import classification_metrics, confusion_matrix
     from .inference import run_predictions
     from .report.figures import write_confusion, write_per_class
     from .report.interpret import plot_reliability, plot_top_losses
@@ -73,18 +73,17 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
     out = rd.path / "interpretation"
     out.mkdir(exist_ok=True)
     probs, labels, classes = preds.test_probs, preds.test_labels, preds.classes
-    pred = probs.argmax(1)
-    cm = confusion_matrix(labels, pred, len(classes))
+    import torch
+    m = classification_metrics(torch.from_numpy(preds.test_logits), torch.from_numpy(labels), classes,
+                               preds.coarse_of_fine, preds.coarse_classes)
+    cm = np.array(m["confusion"])
     files = {}
     files["confusion_csv"], files["confusion_png"] = write_confusion(out, cm, classes)
-    per_class = (100.0 * np.diag(cm) / np.maximum(cm.sum(1), 1))
-    files["per_class_csv"], files["per_class_md"] = write_per_class(
-        out, {"confusion": cm.tolist(), "per_class_accuracy": dict(zip(classes, per_class.tolist()))}, classes)
+    files["per_class_csv"], files["per_class_md"] = write_per_class(out, m, classes)
     bins = reliability_bins(probs, labels)
-    ece = expected_calibration_error(probs, labels)
-    files["reliability_png"] = plot_reliability(out / "reliability.png", bins, ece, f"Reliability: {rd.path.name}")
-    info = {"run": rd.path.name, "top1": float(100.0 * (pred == labels).mean()), "ece": ece, "reliability": bins,
-            "most_confused": most_confused(cm, classes, k=10), "per_class_accuracy": dict(zip(classes, per_class.tolist())),
+    files["reliability_png"] = plot_reliability(out / "reliability.png", bins, m["ece"], f"Reliability: {rd.path.name}")
+    info = {"run": rd.path.name, "top1": m["top1"], "ece": m["ece"], "reliability": bins,
+            "most_confused": most_confused(cm, classes, k=10), "per_class_accuracy": m["per_class_accuracy"],
             "top_losses": top_losses(probs, labels, k=top_k), "notes": []}
     if test_images is None:
         try:
@@ -96,10 +95,10 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
         files["top_losses_png"] = plot_top_losses(out / "top_losses.png", test_images[idx], info["top_losses"], classes)
     if preds.coarse_of_fine is not None:
         c = preds.coarse_of_fine
-        ccm = confusion_matrix(c[labels], c[pred], len(preds.coarse_classes))
+        ccm = confusion_matrix(c[labels], c[probs.argmax(1)], len(preds.coarse_classes))
         files["superclass_csv"], files["superclass_png"] = write_confusion(
             out, ccm, preds.coarse_classes, stem="superclass_confusion", title="Superclass confusion (row-normalized)")
-        info["superclass_top1"] = float(100.0 * np.trace(ccm) / max(ccm.sum(), 1))
+        info["superclass_top1"] = m["superclass_top1"]
         info["superclass_most_confused"] = most_confused(ccm, preds.coarse_classes, k=5)
     write_json(out / "interpretation.json", info)
     info["files"] = {k: str(v) for k, v in files.items()}

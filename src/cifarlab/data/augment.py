@@ -82,3 +82,25 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
         shifted = [p[..., 0:h, 0:w], p[..., 2:h + 2, 2:w + 2]]
         views = [(0.25, v) for _, v in views] + [(0.125, s) for t in shifted for s in (t, t.flip(-1))]
     return views
+
+
+def augment_batch(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int],
+                  shift: torch.Tensor | None = None, flip: torch.Tensor | None = None,
+                  cut: torch.Tensor | None = None, cutout: int = 0) -> torch.Tensor:
+    """One training batch's augmentation, in airbench's order: crop (translate) -> flip ->
+    normalize -> cutout. The order is shared by every loader, so they augment identically.
+
+    Args:
+        images_u8: uint8 (B, C, H+2p, W+2p) reflect-padded images when ``shift`` is given, else (B, C, H, W).
+        shift: int (B, 2) crop offsets in [0, 2p]; flip: bool (B,); cut: int (B, 2) cutout centres.
+
+    Returns:
+        float32 (B, C, H, W) normalized.
+    """
+    x = crop_batch(images_u8, shift[:, 0], shift[:, 1], size) if shift is not None else images_u8
+    if flip is not None:
+        x = flip_batch(x, flip)
+    x = normalize(x, mean, std)
+    if cut is not None and cutout:
+        x = cutout_batch(x, cut[:, 0], cut[:, 1], cutout)
+    return x

@@ -102,19 +102,19 @@ def _decode(job):
         import io
         arr = load_image(io.BytesIO(data), size, policy)
     except ImageDecodeError as e:
-        return None, None, f"{rel}: {str(e).split(': ', 1)[-1]}"
+        return None, None, f"{rel}: {e.reason}"
     return arr, hashlib.sha1(data).hexdigest(), None
 
 
 def pack_folder(root: Path, out: Path, size: int = 32, policy: str = "center-crop", workers: int | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, scan: dict | None = None) -> dict:
     """Decode an image folder into a packed store at ``out``; returns the store's manifest.
 
     Raises:
         DataError: see :func:`scan_folder`; also when every image of a class failed to decode.
     """
     root = Path(root).resolve()
-    scan = scan_folder(root)
+    scan = scan or scan_folder(root)  # a caller that already listed the folder passes its scan
     jobs = [(str(root), rel, size, policy) for _, rel, _, _, _ in scan["files"]]
     workers = workers or os.cpu_count() or 1
     results = []
@@ -188,5 +188,5 @@ def load_image_folder(root, size: int = 32, policy: str = "center-crop", store: 
                 return open_store(out)
         except DataError:
             pass  # an unreadable or stale store is rebuilt below
-    pack_folder(root, out, size, policy, progress=progress)
+    pack_folder(root, out, size, policy, progress=progress, scan=scan)
     return open_store(out)

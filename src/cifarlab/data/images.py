@@ -20,7 +20,11 @@ MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 Mpixel; a 
 
 
 class ImageDecodeError(ValueError):
-    """One file could not be read as an image (the message says why)."""
+    """One file could not be read as an image: ``path`` and ``reason`` (the message is both)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
 
 
 def to_rgb(img):
@@ -79,28 +83,29 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
             img = Image.open(path)
         with img:
             if img.size[0] * img.size[1] > MAX_PIXELS:
-                raise ImageDecodeError(f"{path}: {img.size[0]}x{img.size[1]} pixels is over the "
+                raise ImageDecodeError(path, f"{img.size[0]}x{img.size[1]} pixels is over the "
                                        f"{MAX_PIXELS // 10**6} Mpixel limit")
             img.load()
             out = fit_size(to_rgb(img), size, policy)
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{path}: not an image Pillow can read") from None
+        raise ImageDecodeError(path, "not an image Pillow can read") from None
     except PermissionError:
-        raise ImageDecodeError(f"{path}: permission denied") from None
+        raise ImageDecodeError(path, "permission denied") from None
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"{path}: too many pixels ({e})") from None
+        raise ImageDecodeError(path, f"too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageDecodeError):
             raise
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({e})") from None
+        raise ImageDecodeError(path, f"corrupt or truncated image ({e})") from None
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def expand_paths(paths) -> tuple[list[Path], list[str]]:
+def expand_paths(paths) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files named directly, plus image files found recursively in named folders (sorted).
 
-    Returns (files, problems): a missing path is a problem, not an exception; files inside folders
-    without an image extension are skipped silently, files named directly are always tried.
+    Returns (files, problems): problems are (path, reason) pairs, e.g. a missing path, rather than
+    exceptions; files inside folders without an image extension are skipped silently, files named
+    directly are always tried.
     """
     files, problems = [], []
     for p in map(Path, paths):
@@ -109,5 +114,5 @@ def expand_paths(paths) -> tuple[list[Path], list[str]]:
         elif p.exists():
             files.append(p)
         else:
-            problems.append(f"{p}: no such file or folder")
+            problems.append((str(p), "no such file or folder"))
     return files, problems

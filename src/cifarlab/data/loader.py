@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .augment import crop_batch, cutout_batch, flip_batch, normalize, reflect_pad
+from .augment import augment_batch, normalize, reflect_pad
 from .cifar import ImageArrays
 
 
@@ -96,17 +96,9 @@ class DeviceLoader:
             if self.world > 1:  # the same global batch as one process, split into disjoint parts
                 b = len(idx)
                 idx = idx[self.rank * b // self.world:(self.rank + 1) * b // self.world]
-            if self.translate:
-                s = plan["shift"][idx]
-                x = crop_batch(self.padded[idx], s[:, 0], s[:, 1], self.size)
-            else:
-                x = self.images[idx]
-            if "flip" in plan:
-                x = flip_batch(x, plan["flip"][idx])
-            x = normalize(x, self.mean, self.std)
-            if self.cutout:
-                c = plan["cut"][idx]
-                x = cutout_batch(x, c[:, 0], c[:, 1], self.cutout)
+            pick = lambda k: plan[k][idx] if k in plan else None
+            x = augment_batch(self.padded[idx], self.mean, self.std, self.size, shift=pick("shift"),
+                              flip=pick("flip"), cut=pick("cut"), cutout=self.cutout)
             yield x, self.labels[idx]
 
     def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

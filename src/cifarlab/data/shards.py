@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .augment import crop_batch, cutout_batch, flip_batch, normalize, reflect_pad
+from .augment import augment_batch, normalize, reflect_pad
 from .cifar import DataError, Dataset
 from .loader import channel_stats, epoch_generator
 
@@ -172,19 +172,12 @@ class ShardLoader:
                                torch.randint(0, self.size[1], (b,), generator=g)], 1) if self.cutout else None
             if i < start:
                 continue
-            x, y = x.to(self.device), y.to(self.device)
-            if shift is not None:
-                shift = shift.to(self.device)
-                x = crop_batch(reflect_pad(x, self.translate), shift[:, 0], shift[:, 1], self.size)
             if self.flip == "alternating":
                 flip = self.base_flip[k] ^ bool(epoch % 2)
-            if flip is not None:
-                x = flip_batch(x, flip.to(self.device))
-            x = normalize(x, self.mean, self.std)
-            if cut is not None:
-                cut = cut.to(self.device)
-                x = cutout_batch(x, cut[:, 0], cut[:, 1], self.cutout)
-            yield x, y
+            dev = lambda t: None if t is None else t.to(self.device)
+            x = augment_batch(reflect_pad(x.to(self.device), self.translate), self.mean, self.std, self.size,
+                              shift=dev(shift), flip=dev(flip), cut=dev(cut), cutout=self.cutout)
+            yield x, y.to(self.device)
 
     def ordered(self):
         """The split in stored order (shards in name order, no shuffling), normalized."""
