@@ -120,6 +120,16 @@ def test_suite_errors_name_line_and_valid_keys(tmp_path):
     s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    epochs: -3\n")
     with pytest.raises(SuiteError, match=r"s.yaml:2 \(run a\): .*epochs"):
         load_suite(s)
+    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    seeds: [0, 1]\nensemble: {runs: [a-s2]}\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:4: no run or entry named 'a-s2'.*Did you mean"):
+        load_suite(s)
+
+
+def test_suite_ensemble_members_by_run_or_entry_name(tmp_path):
+    text = ("runs:\n  - name: a\n    seeds: [0, 1]\n  - name: b\n  - name: c\n    seeds: [3]\n"
+            "ensemble: {runs: [a, c-s3, a-s1]}\n")
+    s = load_suite(_write(tmp_path / "s.yaml", text))
+    assert s.ensemble["runs"] == ["a-s0", "a-s1", "c-s3"]       # entry expanded, duplicates dropped, b left out
 
 
 def test_suite_trains_skips_resumes_and_refuses_changed_runs(runs, tmp_path, monkeypatch):

@@ -15,6 +15,10 @@ Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suit
     ensemble: {methods: [uniform, greedy], min_val_acc: 90, per_architecture: true}
     report: true
 
+``ensemble.runs`` (optional) restricts the ensemble to some runs: run names (``airbench94-s1``)
+or entry names, which stand for all of an entry's seeds (``airbench94``). Without it, every
+complete run of the suite is a candidate.
+
 Each run starts from the dataset's recipe for its model (:func:`cifarlab.recipes.recipe_config`),
 then ``defaults``, then its own keys, then command-line overrides. A run whose directory is
 complete with the same config is skipped; an interrupted one is resumed; a finished one whose
@@ -136,7 +140,7 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
     for k in defaults:
         if k not in config_keys:
             raise _unknown("config key", k, config_keys, at("defaults", k))
-    runs, seen = [], set()
+    runs, seen, by_entry = [], set(), {}
     for i, entry in enumerate(data["runs"]):
         if not isinstance(entry, dict) or "name" not in entry:
             raise SuiteError(f"{at('runs', i)}: each run is a mapping with a 'name'.")
@@ -149,6 +153,7 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
             _check_model(str(model), at("runs", i, "model") if "model" in entry else at("defaults", "model"))
         seeds = entry.get("seeds")
         names = ([(f"{entry['name']}-s{s}", s) for s in seeds] if seeds is not None else [(str(entry["name"]), None)])
+        by_entry[str(entry["name"])] = [n for n, _ in names]
         for name, seed in names:
             if name in seen:
                 raise SuiteError(f"{at('runs', i, 'name')}: run name {name!r} is used twice.")
@@ -171,9 +176,18 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
         for m in ens.get("methods", ["uniform"]):
             if m not in METHODS:
                 raise SuiteError(f"{at('ensemble', 'methods')}: unknown method {m!r}; choose from {', '.join(METHODS)}.")
+        chosen = []
         for r in ens.get("runs", []):
-            if r not in seen:
-                raise SuiteError(f"{at('ensemble', 'runs')}: no run named {r!r} in this suite.")
+            if r in seen:
+                chosen.append(r)
+            elif r in by_entry:  # an entry's name stands for all of its seeds
+                chosen.extend(by_entry[r])
+            else:
+                close = difflib.get_close_matches(str(r), sorted(seen | set(by_entry)), n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise SuiteError(f"{at('ensemble', 'runs')}: no run or entry named {r!r} in this suite.{hint}")
+        if "runs" in ens:
+            ens = dict(ens, runs=list(dict.fromkeys(chosen)))
     name = str(data.get("name", path.stem))
     return Suite(name, path, Path(data.get("out", Path("runs") / name)), runs, ens, bool(data.get("report", True)),
                  str(data.get("description", "")))
