@@ -104,25 +104,22 @@ def _write(path, text):
     return path
 
 
-def test_suite_errors_name_line_and_valid_keys(tmp_path):
-    s = _write(tmp_path / "s.yaml", "name: x\nruns:\n  - name: a\n    epochs: 1\n    learning_rate: 0.1\n")
-    with pytest.raises(SuiteError, match=r"s.yaml:5: unknown run key 'learning_rate'.*Valid keys:.*\blr\b"):
-        load_suite(s)
-    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n  - name: b\n    model: resnet181\n")
-    with pytest.raises(SuiteError, match=r"s.yaml:4: .*resnet181.*resnet18"):
-        load_suite(s)
-    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\nensembel: {}\n")
-    with pytest.raises(SuiteError, match=r"s.yaml:3: unknown suite key 'ensembel'.*Did you mean ensemble"):
-        load_suite(s)
-    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    seeds: [0, 1]\n  - name: a-s1\n")
-    with pytest.raises(SuiteError, match="used twice"):
-        load_suite(s)
-    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    epochs: -3\n")
-    with pytest.raises(SuiteError, match=r"s.yaml:2 \(run a\): .*epochs"):
-        load_suite(s)
-    s = _write(tmp_path / "s.yaml", "runs:\n  - name: a\n    seeds: [0, 1]\nensemble: {runs: [a-s2]}\n")
-    with pytest.raises(SuiteError, match=r"s.yaml:4: no run or entry named 'a-s2'.*Did you mean"):
-        load_suite(s)
+SUITE_ERRORS = [  # (suite text, what the error must say: file:line, the problem, the valid choices)
+    ("name: x\nruns:\n  - name: a\n    epochs: 1\n    learning_rate: 0.1\n",
+     r"s.yaml:5: unknown run key 'learning_rate'.*Valid keys:.*\blr\b"),
+    ("runs:\n  - name: a\n  - name: b\n    model: resnet181\n", r"s.yaml:4: .*resnet181.*resnet18"),
+    ("runs:\n  - name: a\nensembel: {}\n", r"s.yaml:3: unknown suite key 'ensembel'.*Did you mean ensemble"),
+    ("runs:\n  - name: a\n    seeds: [0, 1]\n  - name: a-s1\n", "used twice"),
+    ("runs:\n  - name: a\n    epochs: -3\n", r"s.yaml:2 \(run a\): .*epochs"),
+    ("runs:\n  - name: a\n    seeds: [0, 1]\nensemble: {runs: [a-s2]}\n",
+     r"s.yaml:4: no run or entry named 'a-s2'.*Did you mean"),
+]
+
+
+@pytest.mark.parametrize("text,message", SUITE_ERRORS)
+def test_suite_errors_name_line_and_valid_keys(tmp_path, text, message):
+    with pytest.raises(SuiteError, match=message):
+        load_suite(_write(tmp_path / "s.yaml", text))
 
 
 def test_suite_ensemble_members_by_run_or_entry_name(tmp_path):

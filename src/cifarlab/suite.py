@@ -92,10 +92,15 @@ def _line_map(node, path=(), out=None) -> dict:
     return out
 
 
+def _did_you_mean(key, valid) -> str:
+    """`` Did you mean a, b?`` for up to three close matches of ``key`` in ``valid``, else ``""``."""
+    close = difflib.get_close_matches(str(key), sorted(valid), n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def _unknown(kind: str, key: str, valid, where: str) -> SuiteError:
-    close = difflib.get_close_matches(str(key), list(valid), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return SuiteError(f"{where}: unknown {kind} {key!r}.{hint} Valid keys: {', '.join(sorted(valid))}.")
+    return SuiteError(f"{where}: unknown {kind} {key!r}.{_did_you_mean(key, valid)} "
+                      f"Valid keys: {', '.join(sorted(valid))}.")
 
 
 def _check_model(name: str, where: str) -> None:
@@ -183,9 +188,8 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
             elif r in by_entry:  # an entry's name stands for all of its seeds
                 chosen.extend(by_entry[r])
             else:
-                close = difflib.get_close_matches(str(r), sorted(seen | set(by_entry)), n=3)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise SuiteError(f"{at('ensemble', 'runs')}: no run or entry named {r!r} in this suite.{hint}")
+                raise SuiteError(f"{at('ensemble', 'runs')}: no run or entry named {r!r} in this suite."
+                                 f"{_did_you_mean(r, seen | set(by_entry))}")
         if "runs" in ens:
             ens = dict(ens, runs=list(dict.fromkeys(chosen)))
     name = str(data.get("name", path.stem))
