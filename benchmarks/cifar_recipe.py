@@ -26,6 +26,7 @@ IMPORT_SECONDS = time.perf_counter() - t_import
 
 import cifarlab  # noqa: E402
 from cifarlab.evaluation.metrics import predict_logits  # noqa: E402
+from cifarlab.workflow.setup import precision_context  # noqa: E402
 
 
 def main() -> int:
@@ -48,15 +49,15 @@ def main() -> int:
                 return
             t = time.perf_counter()
             if "loader" not in test_loader:  # the test split, normalized as in training, built once
-                from cifarlab.api import Batches
-                from cifarlab.data import DeviceLoader, channel_stats, load_dataset
+                from cifarlab.data import Batches, DeviceLoader, channel_stats, load_dataset
                 ds = load_dataset(run_cfg.dataset, run_cfg.data_dir, download=False)
                 mean, std = channel_stats(ds.train.images)
                 test_loader["loader"] = Batches(DeviceLoader(ds.test, mean, std, run_cfg.eval_batch_size,
                                                              device=next(model.parameters()).device),
                                                 None, run_cfg.interpolation, run_cfg.channels_last)
             batches = test_loader["loader"].ordered()
-            logits, labels = predict_logits(model, batches, next(model.parameters()).device, tta=0)
+            ctx = precision_context(next(model.parameters()).device, run_cfg.precision)
+            logits, labels = predict_logits(model, batches, ctx, tta=0)
             probe["seconds"] += time.perf_counter() - t
             curve.append({"epoch": info["epoch"] + 1, "elapsed_s": time.perf_counter() - t0 - probe["seconds"],
                           "test_top1_no_tta": 100.0 * (logits.argmax(1) == labels).float().mean().item()})

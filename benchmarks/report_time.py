@@ -29,7 +29,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
     from cifarlab._malloc import tune_malloc
-    from cifarlab.reporting import build_report, resolve_runs
+    from cifarlab.workflow import build_report, resolve_runs
     tune_malloc()
     runs = resolve_runs(args.paths)
     times = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 import cifarlab
-import cifarlab.api
+import cifarlab.runs
 
 
 def main() -> int:
@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--train-size", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    src = cifarlab.api.Run.load(args.pretrained_run)
+    src = cifarlab.runs.Run.load(args.pretrained_run)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{src.config.model}-cifar100.safetensors"

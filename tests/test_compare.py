@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from cifarlab.cli import main as cli_main
-from cifarlab.compare import compare_runs, ensemble_runs
+from cifarlab.workflow import compare_runs, ensemble_runs
 from cifarlab.evaluation.ensemble import EnsembleError
-from cifarlab.inference import load_cached_predictions, run_predictions
-from cifarlab.report.table import to_text
+from cifarlab.workflow import load_cached_predictions, run_predictions
+from cifarlab.render.table import to_text
 from cifarlab.runs import RunDirError
-from cifarlab.suite import SuiteError, load_suite, run_suite
+from cifarlab.workflow import SuiteError, load_suite, run_suite
 
 
 def test_training_caches_predictions_matching_results(runs):

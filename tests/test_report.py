@@ -14,8 +14,8 @@ import torch
 
 from cifarlab.cli import main as cli_main
 from cifarlab.data import load_dataset
-from cifarlab.inference import run_predictions
-from cifarlab.reporting import build_report, interpret_run
+from cifarlab.workflow import run_predictions
+from cifarlab.workflow import build_report, interpret_run
 
 
 def _png_shape(path):
@@ -132,7 +132,7 @@ def _save(arr_hw3, path, mode=None, **kw):
 
 def test_predict_any_size_and_mode_reports_bad_files(runs, tmp_path):
     from PIL import Image
-    from cifarlab.inference import predict_images
+    from cifarlab.workflow import predict_images
     ds = load_dataset("cifar10", runs["data10"], download=False)
     img0 = ds.test.images[0].transpose(1, 2, 0)
     d = tmp_path / "imgs"
@@ -186,8 +186,8 @@ def test_cli_predict_formats(runs, tmp_path, capsys):
 def test_onnx_export_matches_pytorch(runs, tmp_path, run):
     pytest.importorskip("onnxruntime")
     from cifarlab.evaluation.metrics import predict_logits
-    from cifarlab.export import export_onnx, run_onnx
-    from cifarlab.inference import load_run_model
+    from cifarlab.workflow import export_onnx, run_onnx
+    from cifarlab.workflow import load_run_model
     ds = load_dataset("cifar10", runs["data10"], download=False)
     info = export_onnx(runs[run], tmp_path / "m.onnx", check_images=ds.test.images)
     assert info["max_abs_diff"] < 1e-3 and info["argmax_agreement"] == 100.0
@@ -196,7 +196,7 @@ def test_onnx_export_matches_pytorch(runs, tmp_path, run):
     mean = torch.tensor(results["normalization"]["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(results["normalization"]["std"]).view(1, 3, 1, 1)
     x = (torch.from_numpy(ds.test.images).float() / 255 - mean) / std
-    ref, _ = predict_logits(model.float(), [(x, torch.zeros(len(x)))], torch.device("cpu"), tta=0, precision="fp32")
+    ref, _ = predict_logits(model.float(), [(x, torch.zeros(len(x)))], tta=0)
     got = run_onnx(tmp_path / "m.onnx", ds.test.images)
     assert got.shape == (60, 10)
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-3)

@@ -9,7 +9,7 @@ import torch
 
 import cifarlab
 from cifarlab import ConfigError, TrainConfig
-from cifarlab.api import Run
+from cifarlab.runs import Run
 from cifarlab.cli import main as cli_main
 from cifarlab.runs import RunDirError
 from helpers import tiny_config

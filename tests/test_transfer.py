@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 import cifarlab
 from cifarlab import ConfigError
-from cifarlab.api import Batches, check_input_size
+from cifarlab.data import Batches
+from cifarlab.models import check_input_size
 from cifarlab.models import UnknownModelError, WeightsError, create_model, data_config, load_weights_file
 from cifarlab.training.lr_find import lr_range_test, suggest
 from cifarlab.training.strategy import Strategy
@@ -251,7 +252,7 @@ def test_lr_suggestions_on_a_synthetic_problem():
 
     cfg = cifarlab.TrainConfig(optimizer="sgd", lr=1.0, head_lr=1.0, bias_lr=1.0, momentum=0.0,
                                weight_decay=0.0, label_smoothing=0.0, precision="fp32", strategy="scratch")
-    r = lr_range_test(Net(), Loader(), cfg, torch.device("cpu"), start_lr=1e-5, end_lr=100, steps=120)
+    r = lr_range_test(Net(), Loader(), cfg, start_lr=1e-5, end_lr=100, steps=120)
     assert 1e-3 < r["valley"] < 10 and 1e-3 < r["steepest"] < 10
     # the suggestion trains well: 40 steps at it beat 40 steps at the start of the range
     def train_at(lr):

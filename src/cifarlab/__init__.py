@@ -5,34 +5,24 @@ Notebook use::
     import cifarlab
     run = cifarlab.train(dataset="cifar10", data_dir="data")   # tuned recipe, runs/<name>/
     print(run.results["test"]["top1"])
-    cifarlab.evaluate(run.path)                                 # confusion matrix, per-class table
+    cifarlab.evaluate(run)                                      # confusion matrix, per-class table
     cifarlab.compare_runs([run_a, run_b])                       # comparison rows
     cifarlab.ensemble_runs([run_a, run_b, run_c], ["uniform", "greedy"])
     cifarlab.build_report(["runs/my-suite"], "report.html")
-    cifarlab.predict_images(run.path, ["cat.jpg"], top_k=3)
+    cifarlab.predict_images(run, ["cat.jpg"], top_k=3)
+
+A :class:`Run` works wherever a run directory's path does.
 """
 from .config import ConfigError, TrainConfig
-from .recipes import RECIPES, recipe_config
+from .recipes import RECIPES, recipe_config, resolve_config
 
 __version__ = "0.1.0"
 
-
-def train(config=None, run_dir=None, resume=None, callbacks=(), **overrides):
-    """Train and record a run; see :func:`cifarlab.api.train`. Returns a :class:`cifarlab.api.Run`."""
-    from .api import train as _train
-    return _train(config, run_dir=run_dir, resume=resume, callbacks=callbacks, **overrides)
-
-
-def evaluate(run_dir, checkpoint="best", tta=None, data_dir=None):
-    """Rescore a run and write its interpretation files; see :func:`cifarlab.api.evaluate`."""
-    from .api import evaluate as _evaluate
-    return _evaluate(run_dir, checkpoint=checkpoint, tta=tta, data_dir=data_dir)
-
-
 # name -> module: imported on first use, so `import cifarlab` stays light (torch loads when needed)
-_LAZY = {"Run": "api", "lr_find": "api", "compare_runs": "compare", "ensemble_runs": "compare",
-         "build_report": "reporting", "interpret_run": "reporting", "predict_images": "inference",
-         "run_predictions": "inference", "export_onnx": "export", "load_suite": "suite", "run_suite": "suite"}
+_LAZY = {"train": "workflow", "evaluate": "workflow", "lr_find": "workflow", "Run": "runs",
+         "compare_runs": "workflow", "ensemble_runs": "workflow", "build_report": "workflow",
+         "interpret_run": "workflow", "predict_images": "workflow", "run_predictions": "workflow",
+         "export_onnx": "workflow", "load_suite": "workflow", "run_suite": "workflow"}
 
 
 def __getattr__(name):
@@ -42,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
 
 
-__all__ = ["train", "evaluate", "TrainConfig", "ConfigError", "RECIPES", "recipe_config", "__version__", *_LAZY]
+__all__ = ["TrainConfig", "ConfigError", "RECIPES", "recipe_config", "resolve_config", "__version__", *_LAZY]

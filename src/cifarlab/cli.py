@@ -1,7 +1,8 @@
-"""The ``cifarlab`` command: thin argument parsing over :mod:`cifarlab.api`.
+"""The ``cifarlab`` command: thin argument parsing over :mod:`cifarlab.workflow`.
 
 Errors that come from bad input (config, data, run directories, models, divergence) are printed
-as one paragraph and exit with status 2; Ctrl-C exits with 130 after saving.
+as one paragraph and exit with status 2; Ctrl-C exits with 130 after saving. The workflow is
+imported inside :func:`main` so that ``cifarlab --help`` answers without loading torch.
 """
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import argparse
 import json
 import sys
 
-from .config import TrainConfig, parse_overrides
+from .config import ConfigError, parse_overrides
+
+DESCRIPTION = ("Image classification on CIFAR-10, CIFAR-100 and image folders: train, evaluate, compare, "
+               "ensemble, report, predict and export. 'cifarlab COMMAND --help' describes each command.")
 
 # flag -> config key, for the most used settings (everything else: --set key=value)
 COMMON = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_size": int, "lr": float,
@@ -23,7 +27,8 @@ def _config_args(p):
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
     p.add_argument("--pretrained", action="store_true", default=None,
                    help="timm's default pretrained weights (Hugging Face hub; use --weights offline)")
-    p.add_argument("--config", help="YAML file of config keys (applied before flags)")
+    p.add_argument("--config", help="YAML file of config keys: over the recipe, under flags and --set; "
+                                    "a run's config.yaml re-runs it exactly")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -45,7 +50,7 @@ def _train_parser(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cifarlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cifarlab", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     e = sub.add_parser("evaluate", help="rescore a run's checkpoint; write confusion matrix and per-class table")
@@ -117,32 +122,20 @@ def _analysis_parsers(sub) -> None:
     inf.add_argument("store")
 
 
-def _train_config(args) -> tuple[TrainConfig | None, dict]:
-    from .recipes import recipe_config
-
+def _overrides(args) -> dict:
+    """The command line's config keys: flags, ``--pretrained``, ``--no-progress``, then ``--set``."""
     overrides = {k: getattr(args, k) for k in COMMON if getattr(args, k) is not None}
     if args.pretrained:
         overrides["pretrained"] = True
     if args.no_progress:
         overrides["progress"] = False
     overrides.update(parse_overrides(args.set))
-    if getattr(args, "resume", None):
-        return None, overrides
-    base = recipe_config(overrides.get("dataset", "cifar10"), overrides.get("model"))
-    if args.config:
-        file_cfg = TrainConfig.load_yaml(args.config)
-        dataset = overrides.get("dataset", file_cfg.dataset)
-        base = recipe_config(dataset, overrides.get("model", file_cfg.model if file_cfg.model != TrainConfig().model
-                                                    else None)).update(
-            {k: v for k, v in file_cfg.to_dict().items() if v != TrainConfig().to_dict()[k]}, source=args.config)
-    return base, overrides
+    return overrides
 
 
-def _expected_errors():
-    from .api import expected_errors
-    from .evaluation.ensemble import EnsembleError
-    from .suite import SuiteError
-    return (*expected_errors(), SuiteError, EnsembleError)
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .workflow.errors import USER_ERRORS
+    return (ConfigError, *USER_ERRORS)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -150,51 +143,46 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _analysis_command(args) -> int:
+    from . import workflow
     if args.command == "compare":
-        from .report.table import to_text
-        from .suite import load_suite, run_suite
+        from .render.table import to_text
         overrides = parse_overrides(args.set)
         if args.data_dir:
             overrides["data_dir"] = args.data_dir
-        suite = load_suite(args.suite, overrides)
+        suite = workflow.load_suite(args.suite, overrides)
         if args.dry_run:
             for r in suite.runs:
                 c = r.config
                 print(f"{r.name:28s} {c.model:20s} {c.strategy:12s} {c.epochs:g} epochs -> {suite.run_dir(r)}")
             return 0
-        res = run_suite(suite, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+        res = workflow.run_suite(suite, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
         if res.rows:
             print(to_text(res.rows))
         if res.ensemble:
-            from .compare import ensemble_markdown
-            print("\n" + ensemble_markdown(res.ensemble))
+            print("\n" + workflow.ensemble_markdown(res.ensemble))
         print(f"\nwrote {suite.out}/comparison.csv, comparison.md" + (", ensemble.json" if res.ensemble else "")
               + (f", {res.report.name}" if res.report else ""))
         for name, why in res.failed.items():
             print(f"failed: {name}: {why}", file=sys.stderr)
         return 1 if res.failed else 0
     if args.command == "ensemble":
-        from .compare import ensemble_markdown, ensemble_runs
-        from .reporting import resolve_runs
         methods = args.method or ["uniform"]
         if "all" in methods:
             methods = ["uniform", "weighted", "greedy"]
-        res = ensemble_runs(resolve_runs(args.runs), list(dict.fromkeys(methods)), args.min_val_acc,
-                            args.per_architecture, out_dir=args.out, data_dir=args.data_dir)
-        print(ensemble_markdown(res))
+        res = workflow.ensemble_runs(workflow.resolve_runs(args.runs), list(dict.fromkeys(methods)),
+                                     args.min_val_acc, args.per_architecture, out_dir=args.out, data_dir=args.data_dir)
+        print(workflow.ensemble_markdown(res))
         if args.out:
             print(f"wrote {args.out}/ensemble.json and ensemble.md")
         return 0
     if args.command == "report":
-        from .reporting import build_report
         import time
         t = time.perf_counter()
-        path = build_report(args.paths, args.out, title=args.title, data_dir=args.data_dir)
+        path = workflow.build_report(args.paths, args.out, title=args.title, data_dir=args.data_dir)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
         return 0
     if args.command == "predict":
-        from .inference import predict_images
-        res = predict_images(args.run, args.paths, top_k=args.top_k, tta=args.tta, policy=args.policy)
+        res = workflow.predict_images(args.run, args.paths, top_k=args.top_k, tta=args.tta, policy=args.policy)
         _print_predictions(res, "json" if args.json else "csv" if args.csv else "text")
         for e in res["errors"]:
             print(f"skipped {e['file']}: {e['error']}", file=sys.stderr)
@@ -202,8 +190,7 @@ def _analysis_command(args) -> int:
     if args.command == "data":
         return _data_command(args)
     if args.command == "export":
-        from .export import export_onnx
-        info = export_onnx(args.run, args.out, opset=args.opset)
+        info = workflow.export_onnx(args.run, args.out, opset=args.opset)
         print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}); onnxruntime vs "
               f"PyTorch on {info['checked_images']} images: max abs logit diff {info['max_abs_diff']:.2e}, "
               f"argmax agreement {info['argmax_agreement']:.1f}%")
@@ -214,7 +201,8 @@ def _analysis_command(args) -> int:
 def _data_command(args) -> int:
     import time
     from pathlib import Path
-    from .data import DataError, load_dataset
+    from .config import parse_dataset
+    from .data import DataError, open_source
     from .data.store import pack_dataset, store_info
     if args.data_command == "info":
         info = store_info(Path(args.store))
@@ -223,10 +211,9 @@ def _data_command(args) -> int:
     out = Path(args.out)
     if args.data_command == "shard":
         from .data.shards import write_shards
-        name = args.source if args.source in ("cifar10", "cifar100") or args.source.startswith("store:") \
-            else f"folder:{args.source}"
         t = time.perf_counter()
-        m = write_shards(load_dataset(name, args.data_dir, size=args.size, policy=args.policy), out, args.shard_size)
+        ds = open_source(args.source, args.data_dir, size=args.size, policy=args.policy, bare_path="folder").dataset()
+        m = write_shards(ds, out, args.shard_size)
         counts = ", ".join(f"{k} {v['images']}" for k, v in m["splits"].items())
         n_shards = sum(len(v["shards"]) for v in m["splits"].values())
         print(f"wrote {n_shards} shards ({counts} images) to {out} in {time.perf_counter() - t:.1f} s; "
@@ -235,11 +222,12 @@ def _data_command(args) -> int:
     if (out / "manifest.json").is_file() and not args.force:
         raise DataError(f"{out} already holds a store; add --force to replace it.")
     t = time.perf_counter()
-    if args.source in ("cifar10", "cifar100"):
-        m = pack_dataset(load_dataset(args.source, args.data_dir), out)
-    else:
+    spec = parse_dataset(args.source, bare_path="folder")
+    if spec.kind == "folder":  # decoded straight into OUT (not through the folder's cached store)
         from .data.folder import pack_folder
-        m = pack_folder(Path(args.source), out, args.size, args.policy, workers=args.workers)
+        m = pack_folder(Path(spec.path), out, args.size, args.policy, workers=args.workers)
+    else:
+        m = pack_dataset(open_source(spec, args.data_dir).dataset(), out)
     n = sum(b - a for a, b in m["splits"].values())
     print(f"packed {n} images ({', '.join(f'{k} {b - a}' for k, (a, b) in m['splits'].items())}), "
           f"{len(m['classes'])} classes into {out} in {time.perf_counter() - t:.1f} s; "
@@ -275,15 +263,17 @@ def main(argv: list[str] | None = None) -> int:
             for name in list_models():
                 print(f"{name:16s} {model_cfg(name).description}")
             return 0
-        from . import api
+        from . import workflow
         from .training import TrainingInterrupted
         if args.command == "train":
             import signal
             # a scheduler's SIGTERM saves the position like Ctrl-C does
             signal.signal(signal.SIGTERM, signal.default_int_handler)
-            cfg, overrides = _train_config(args)
+            if args.resume and args.config:
+                raise ConfigError("--resume continues with the run's saved config; drop --config (flags may "
+                                  "change only where and how the run is read and shown).")
             try:
-                run = api.train(cfg, run_dir=args.run_dir, resume=args.resume, **overrides)
+                run = workflow.train(args.config, run_dir=args.run_dir, resume=args.resume, **_overrides(args))
             except TrainingInterrupted as e:
                 print(f"\n{e}", file=sys.stderr)
                 return 130
@@ -300,20 +290,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run directory: {run.path}")
             return 0
         if args.command == "lr-find":
-            cfg, overrides = _train_config(args)
-            r = api.lr_find(cfg, out_dir=args.out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
-                            **overrides)
+            r = workflow.lr_find(args.config, out_dir=args.out, start_lr=args.start_lr, end_lr=args.end_lr,
+                                 steps=args.steps, **_overrides(args))
             fmt = lambda v: "n/a" if v is None else f"{v:.2e}"
             print(f"suggested learning rates (--lr): valley {fmt(r['valley'])}, steepest {fmt(r['steepest'])}")
             print(f"wrote {args.out}/lr_find.png and lr_find.json ({len(r['lr'])} steps)")
             return 0
         if args.command == "evaluate":
-            m = api.evaluate(args.run_dir, checkpoint=args.checkpoint, tta=args.tta, data_dir=args.data_dir)
+            m = workflow.evaluate(args.run_dir, checkpoint=args.checkpoint, tta=args.tta, data_dir=args.data_dir)
             print(json.dumps({k: m[k] for k in ("top1", "top5", "loss", "superclass_top1") if k in m}, indent=2))
             print(f"wrote confusion_matrix.csv/png, per_class.csv/md and evaluation.json in {args.run_dir}")
             return 0
         return _analysis_command(args)
-    except _expected_errors() as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,10 +16,62 @@ import yaml
 
 
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "full")
+CIFAR_NAMES = ("cifar10", "cifar100")
+PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
+
+# Keys whose change leaves a saved training state (and a finished run's result) meaningful:
+# where things are read or shown, not what is computed.
+RESUME_SAFE_KEYS = frozenset({"progress", "threads", "device", "data_dir", "download", "eval_batch_size",
+                              "cache_dir"})
 
 
 class ConfigError(ValueError):
     """A config value or key is invalid. The message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset string: ``kind`` is ``cifar10``, ``cifar100``, ``folder``, ``store`` or
+    ``shards``; ``path`` is the folder of the last three (None for CIFAR)."""
+    kind: str
+    path: str | None = None
+
+    @property
+    def is_cifar(self) -> bool:
+        return self.kind in CIFAR_NAMES
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+def parse_dataset(name: str, bare_path: str | None = None) -> DatasetSpec:
+    """The one parser of dataset strings (``cifar10``, ``cifar100``, ``folder:PATH``, ``store:PATH``,
+    ``shards:PATH``). ``bare_path="folder"`` reads any other string as an image folder's path (the
+    ``cifarlab data`` commands' convention).
+
+    Raises:
+        ConfigError: an unknown name (close matches and the valid forms listed) or an empty path.
+    """
+    name = str(name)
+    if name in CIFAR_NAMES:
+        return DatasetSpec(name)
+    kind, sep, path = name.partition(":")
+    if sep and kind in PATH_KINDS:
+        if not path:
+            raise ConfigError(f"Dataset {name!r} names no path; write {kind}:PATH.")
+        return DatasetSpec(kind, path)
+    if bare_path is not None:
+        return DatasetSpec(bare_path, name)
+    close = difflib.get_close_matches(name, CIFAR_NAMES, n=2)
+    raise ConfigError(f"Unknown dataset {name!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
+                      + " Available: cifar10, cifar100, folder:PATH (an image folder), store:PATH (a packed "
+                      "store), shards:PATH (WebDataset shards).")
+
+
+def config_diff(saved: "TrainConfig", new: "TrainConfig", ignore=RESUME_SAFE_KEYS) -> dict[str, tuple]:
+    """``{key: (saved value, new value)}`` for every key that differs, except those in ``ignore``."""
+    a, b = saved.to_dict(), new.to_dict()
+    return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
 
 @dataclass
@@ -140,7 +192,8 @@ class TrainConfig:
         for name in ("lr", "bias_lr", "head_lr"):
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
-        need(self.early_stopping_patience == 0 or self.val_size > 0 or self.dataset.startswith(("folder:", "store:", "shards:")),
+        spec = parse_dataset(self.dataset)
+        need(self.early_stopping_patience == 0 or self.val_size > 0 or not spec.is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
         need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
         need(self.resize_policy in ("center-crop", "pad"),
@@ -168,17 +221,31 @@ class TrainConfig:
 
     @classmethod
     def load_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Read a YAML config. Raises :class:`ConfigError` for a missing file, bad YAML or keys."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file {p} does not exist.")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file {p} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"Config file {p} must hold a mapping of key: value pairs.")
-        return cls.from_dict(values, source=str(p))
+        """Read a complete YAML config on top of the dataclass defaults (a run's ``config.yaml``).
+        To layer a file over a recipe, use :func:`cifarlab.recipes.resolve_config` with
+        :func:`read_config_file`. Raises :class:`ConfigError` for a missing file, bad YAML or keys."""
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The key: value mapping of a YAML config file, keys checked against :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: missing or unreadable file, not YAML, not a mapping, unknown keys (close matches named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} does not exist.")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Config file {p} is not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read config file {p}: {e.strerror}.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file {p} must hold a mapping of key: value pairs.")
+    TrainConfig().update(values, source=str(p))  # unknown keys and bad values fail here, naming the file
+    return values
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:

@@ -1,12 +1,24 @@
-"""Tuned default recipes, one per dataset: every hyperparameter in one place, each with its reason.
+"""Tuned default recipes, one per dataset: every hyperparameter in one place, each with its reason,
+and THE config resolution every entry point uses (:func:`resolve_config`).
 
 ``cifarlab train --dataset cifar10`` with no other flag uses ``RECIPES["cifar10"]``. Values not
 named here take :class:`cifarlab.config.TrainConfig`'s defaults. The measured results of these
 recipes are in BENCHMARKS.md.
+
+Precedence, lowest first (timm's ``train.py`` habit: YAML sets defaults, flags override them):
+
+1. :class:`~cifarlab.config.TrainConfig`'s built-in defaults;
+2. the recipe of the dataset and model (:func:`recipe_config`);
+3. a config file's values: *every* key the file holds, default-valued or not, so a run's saved
+   ``config.yaml`` reproduces that run exactly;
+4. overrides: command-line flags and ``--set key=value`` (the CLI), keyword arguments (the
+   Python API), or a suite's ``--set`` (suites pass ``defaults`` + a run's keys as the file level).
 """
 from __future__ import annotations
 
-from .config import TrainConfig
+import os
+
+from .config import TrainConfig, parse_dataset, read_config_file
 
 RECIPES: dict[str, dict] = {
     # Source: Keller Jordan's airbench94_muon (github.com/KellerJordan/cifar10-airbench), 94.01% mean
@@ -75,17 +87,47 @@ AIRBENCH_MODELS = ("airbench94", "airbench_res")
 
 
 def recipe_config(dataset: str, model: str | None = None) -> TrainConfig:
-    """The tuned :class:`TrainConfig` for ``dataset`` and ``model``.
+    """The tuned :class:`TrainConfig` for ``dataset`` and ``model`` (levels 1 and 2 of the precedence).
 
     The dataset's speed recipe when ``model`` is None or one of the airbench nets (the recipe's own
-    model kept unless ``model`` names the other); :data:`GENERIC` for every other model.
+    model kept unless ``model`` names the other); :data:`GENERIC` for every other model. Image
+    folders, stores and shards get the CIFAR-10 speed recipe (a sound start for small images).
+
+    Raises:
+        ConfigError: an unknown dataset string.
     """
+    spec = parse_dataset(dataset)
     if model is None or model in AIRBENCH_MODELS:
-        # image folders, stores and shards get the CIFAR-10 speed recipe (a sound start for small images)
-        values = dict(RECIPES.get(dataset, RECIPES["cifar10"] if dataset.startswith(("folder:", "store:", "shards:")) else {}))
+        values = dict(RECIPES[spec.kind] if spec.is_cifar else RECIPES["cifar10"])
         if model is not None and model != values.get("model"):
             values.update(model=model, model_kwargs={})
     else:
         values = dict(GENERIC, model=model)
     values["dataset"] = dataset
     return TrainConfig.from_dict(values, source=f"recipe {dataset}")
+
+
+def resolve_config(file_values: dict | str | os.PathLike | None = None, overrides: dict | None = None,
+                   source: str = "config file") -> TrainConfig:
+    """The run config: defaults < recipe < ``file_values`` < ``overrides`` (see the module docstring).
+
+    The recipe is chosen by the dataset and model that the two upper levels name (``cifar10`` and
+    the recipe's own model when neither does).
+
+    Args:
+        file_values: a config file's path, or its mapping of keys (every key present is applied).
+        overrides: keys that win over everything (flags, ``--set``, API keyword arguments).
+        source: how ``file_values`` is named in error messages (a path is named by itself).
+
+    Returns:
+        The validated :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: unknown keys (close matches named), bad values, unreadable file.
+    """
+    if isinstance(file_values, (str, os.PathLike)):
+        source, file_values = str(file_values), read_config_file(file_values)
+    file_values, overrides = dict(file_values or {}), dict(overrides or {})
+    pick = lambda key: overrides.get(key, file_values.get(key))
+    cfg = recipe_config(pick("dataset") or "cifar10", pick("model"))
+    return cfg.update(file_values, source=source).update(overrides).validate()

@@ -10,7 +10,12 @@ A complete run directory ``runs/<name>/`` holds:
 ``train-state-last.pt``                   optimizer/schedule/RNG state for resume
 ``results.json``                          final test metrics, timings, memory, environment
 ``status.json``                           running | interrupted | diverged | complete
+``predictions.npz``                       cached test/validation TTA logits (comparisons, ensembles)
+``evaluation.json``, ``interpretation/``  written by ``cifarlab evaluate`` / the report
 ========================================  =====================================================
+
+Every file name is a constant of this module and ``results.json`` has one schema,
+:class:`Results`; the rest of cifarlab writes and reads them through here.
 """
 from __future__ import annotations
 
@@ -18,16 +23,109 @@ import datetime as _dt
 import json
 import os
 import secrets
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
 
-REQUIRED_FILES = ("config.yaml", "metrics.jsonl", "checkpoint-best.safetensors",
-                  "checkpoint-last.safetensors", "results.json")
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+STATUS_FILE = "status.json"
+PREDICTIONS_FILE = "predictions.npz"
+EVALUATION_FILE = "evaluation.json"
+INTERPRETATION_DIR = "interpretation"
+CHECKPOINTS = ("best", "last")
+
+
+def checkpoint_file(name: str) -> str:
+    """``checkpoint-{name}.safetensors``: the weights of checkpoint ``name`` (``best`` or ``last``)."""
+    return f"checkpoint-{name}.safetensors"
+
+
+def train_state_file(name: str) -> str:
+    """``train-state-{name}.pt``: optimizer, schedule position and RNG state for ``--resume``."""
+    return f"train-state-{name}.pt"
+
+
+REQUIRED_FILES = (CONFIG_FILE, METRICS_FILE, checkpoint_file("best"), checkpoint_file("last"), RESULTS_FILE)
+
+
+@dataclass
+class Results:
+    """The schema of ``results.json``: what a finished run reports.
+
+    Units: accuracies in %, losses in nats per image, seconds, bytes, images/s. ``test`` holds
+    :func:`cifarlab.evaluation.classification_metrics`' keys (top1, top5, loss, ece, per-class,
+    confusion, superclass_top1 for CIFAR-100).
+    """
+    dataset: str
+    model: str
+    strategy: str
+    num_classes: int
+    classes: list[str]
+    test: dict
+    tta: int
+    input_side: int               # pixels the model sees (after on-device resizing)
+    data_side: int                # pixels of the stored images
+    train_images: int
+    best_epoch: int               # 1-based
+    epochs_run: int
+    stopped_early: bool
+    parameters: dict              # {"total": n, "trainable": n}
+    model_size_bytes: int
+    train_seconds: float
+    prep_seconds: float
+    test_eval_seconds: float
+    wall_seconds: float
+    train_images_per_s: float
+    inference_images_per_s: float
+    peak_memory_bytes: int        # process RSS on CPU, CUDA allocator peak on GPU
+    peak_rss_bytes: int
+    normalization: dict           # {"mean": [3], "std": [3]} in [0, 1] units
+    data_source: str
+    data_notes: list[str] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+    feature_cache: dict | None = None   # linear probes on cached features
+    distributed: dict | None = None     # torchrun: world_size, backend
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class RunDirError(RuntimeError):
     """A run directory cannot be created, is incomplete or does not exist."""
+
+
+@dataclass
+class Run:
+    """A run directory read back: its config, per-epoch metrics and final results.
+
+    Usable wherever a run directory's path is (``os.PathLike``): ``cifarlab.evaluate(run)``,
+    ``compare_runs([run_a, run_b])``.
+    """
+    path: Path
+    config: TrainConfig
+    metrics: list[dict] = field(default_factory=list)
+    results: dict = field(default_factory=dict)
+
+    @property
+    def test_top1(self) -> float | None:
+        return self.results.get("test", {}).get("top1")
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Run":
+        rd = RunDir(path)
+        cfg = rd.load_config()
+        results = rd.read_results() if rd.file(RESULTS_FILE).is_file() else {}
+        return cls(rd.path, cfg, rd.read_metrics(), results)
+
+    def __repr__(self) -> str:
+        top1 = f"{self.test_top1:.2f}%" if self.test_top1 is not None else "n/a"
+        return f"Run({str(self.path)!r}, model={self.config.model}, test_top1={top1})"
 
 
 def generate_run_name(cfg: TrainConfig) -> str:
@@ -68,7 +166,17 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
+
+    def checkpoint(self, name: str) -> Path:
+        return self.path / checkpoint_file(name)
+
+    def train_state(self, name: str = "last") -> Path:
+        return self.path / train_state_file(name)
+
+    def has_run(self) -> bool:
+        """True when a run was started here (a training state or results exist)."""
+        return self.train_state().is_file() or self.file(RESULTS_FILE).is_file()
 
     def save_config(self, cfg: TrainConfig) -> None:
         tmp = self.path / ".config.yaml.tmp"
@@ -81,7 +189,7 @@ class RunDir:
         return TrainConfig.load_yaml(self.config_path)
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
+        with open(self.path / METRICS_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -91,10 +199,10 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r["epoch"] < epochs_done]
         tmp = self.path / ".metrics.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.path / "metrics.jsonl")
+        os.replace(tmp, self.path / METRICS_FILE)
 
     def read_metrics(self) -> list[dict]:
-        p = self.path / "metrics.jsonl"
+        p = self.path / METRICS_FILE
         if not p.is_file():
             return []
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
@@ -108,12 +216,19 @@ class RunDir:
             raise RunDirError(f"{self.path} has no {name}.")
         return json.loads(p.read_text())
 
+    def write_results(self, results: Results) -> None:
+        self.write_json(RESULTS_FILE, results.to_dict())
+
+    def read_results(self) -> dict:
+        """``results.json`` as a dict (the keys of :class:`Results`; older runs may lack some)."""
+        return self.read_json(RESULTS_FILE)
+
     def set_status(self, status: str, **extra) -> None:
-        self.write_json("status.json", {"status": status, **extra})
+        self.write_json(STATUS_FILE, {"status": status, **extra})
 
     def status(self) -> str:
         try:
-            return self.read_json("status.json")["status"]
+            return self.read_json(STATUS_FILE)["status"]
         except RunDirError:
             return "missing"
 

@@ -1,12 +1,14 @@
-"""Data: official CIFAR files (restricted unpickler, md5, safe download), splits, device loader.
+"""Data: dataset sources (CIFAR, image folders, stores, shards), the restricted unpickler, splits,
+the on-device loader and batched augmentation, and the resizing pipeline.
 
-Knows nothing about models or training. Entry point: :func:`load_dataset`.
+Knows nothing about models or training. Entry points: :func:`open_source` (the dataset string ->
+a :class:`DataSource` that gives loaders) and :func:`load_dataset` (the splits as arrays).
 """
-from pathlib import Path
-
 from .cifar import SPECS, ChecksumWarning, DataError, Dataset, ImageArrays, default_data_dir, load_cifar
-from .loader import DeviceLoader, channel_stats
+from .loader import DeviceLoader, batches_per_epoch, channel_stats, epoch_generator
+from .pipeline import Batches, size_schedule, take
 from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_loads
+from .source import DataSource, MemorySource, ShardSource, open_source, source_for
 from .split import split_train_val, stratified_split
 
 DATASETS = tuple(SPECS)
@@ -14,32 +16,15 @@ DATASETS = tuple(SPECS)
 
 def load_dataset(name: str, data_dir=None, download: bool = True, size: int = 32, policy: str = "center-crop",
                  progress: bool = True) -> Dataset:
-    """Load a dataset by name.
-
-    ``cifar10`` / ``cifar100``: the official files in ``data_dir`` (downloaded when allowed);
-    ``folder:PATH``: an image folder, through its packed store (made on first use, ``size`` and
-    ``policy`` as in :mod:`cifarlab.data.images`); ``store:PATH``: a store made by ``cifarlab data pack``.
+    """The splits of dataset ``name`` as uint8 arrays in memory (see :func:`open_source`).
 
     Raises:
-        DataError: unknown name, missing or inconsistent data (the message says what and how to fix it).
+        DataError: unknown name, shards (never held in memory), missing or inconsistent data.
     """
-    if name.startswith("folder:"):
-        from .folder import load_image_folder
-        return load_image_folder(name[len("folder:"):], size, policy, progress=progress)
-    if name.startswith("shards:"):
-        raise DataError(f"{name} streams from shards and is not loaded into memory; train on it with "
-                        f"--dataset {name}, or pack the source into a store to load it.")
-    if name.startswith("store:"):
-        from .store import open_store
-        return open_store(Path(name[len("store:"):]))
-    if name not in SPECS:
-        import difflib
-        close = difflib.get_close_matches(name, SPECS, n=2)
-        raise DataError(f"Unknown dataset {name!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
-                        + f" Available: {', '.join(SPECS)}, folder:PATH (an image folder), store:PATH (a packed store).")
-    return load_cifar(name, data_dir, download)
+    return open_source(name, data_dir, download, size, policy, progress).dataset()
 
 
-__all__ = ["load_dataset", "load_cifar", "Dataset", "ImageArrays", "DataError", "ChecksumWarning",
-           "DeviceLoader", "channel_stats", "split_train_val", "stratified_split", "RestrictedUnpickler",
-           "UnsafePickleError", "safe_loads", "default_data_dir", "DATASETS", "SPECS"]
+__all__ = ["load_dataset", "open_source", "source_for", "DataSource", "MemorySource", "ShardSource", "load_cifar",
+           "Dataset", "ImageArrays", "DataError", "ChecksumWarning", "DeviceLoader", "Batches", "size_schedule",
+           "take", "batches_per_epoch", "channel_stats", "epoch_generator", "split_train_val", "stratified_split",
+           "RestrictedUnpickler", "UnsafePickleError", "safe_loads", "default_data_dir", "DATASETS", "SPECS"]

@@ -15,10 +15,22 @@ from .augment import augment_batch, normalize, reflect_pad
 from .cifar import ImageArrays
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random draws: a function of (seed, epoch) alone, so any epoch
+    replays exactly, whatever ran before it (epoch -1: draws fixed for the whole run)."""
+    return seed * 1_000_003 + epoch
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator of one epoch's random draws: a function of (seed, epoch) alone, so any
-    epoch replays exactly. Shared by every loader with this interface (images and cached features)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    """The CPU generator of one epoch's random draws (seeded by :func:`epoch_seed`). Shared by every
+    loader with this interface (images in memory, shards, cached features)."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
+def batches_per_epoch(n: int, batch_size: int, train: bool) -> int:
+    """Batches in one pass over ``n`` items: training drops the last partial batch (at least one
+    batch), evaluation keeps it."""
+    return max(1, n // batch_size) if train else -(-n // batch_size)
 
 
 class DeviceLoader:
@@ -56,10 +68,7 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        n = len(self.labels)
-        if self.train:
-            return max(1, n // self.batch_size)
-        return -(-n // self.batch_size)
+        return batches_per_epoch(len(self.labels), self.batch_size, self.train)
 
     @property
     def num_images(self) -> int:

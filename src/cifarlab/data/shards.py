@@ -26,7 +26,7 @@ import torch
 
 from .augment import augment_batch, normalize, reflect_pad
 from .cifar import DataError, Dataset
-from .loader import channel_stats, epoch_generator
+from .loader import batches_per_epoch, channel_stats, epoch_generator, epoch_seed
 
 SHUFFLE_BUFFER = 5000  # samples held per worker for shuffling within shards
 
@@ -119,7 +119,7 @@ class ShardLoader:
         self.base_flip = torch.rand(self.n, generator=epoch_generator(seed, -1)) < 0.5
 
     def __len__(self) -> int:
-        return max(1, self.n // self.batch_size) if self.train else -(-self.n // self.batch_size)
+        return batches_per_epoch(self.n, self.batch_size, self.train)
 
     @property
     def num_images(self) -> int:
@@ -130,7 +130,7 @@ class ShardLoader:
         import webdataset as wds
         urls = list(self.urls)
         if epoch is not None:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)
+            random.Random(epoch_seed(self.seed, epoch)).shuffle(urls)
         pipe = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None)
         if epoch is not None:
             pipe = pipe.shuffle(SHUFFLE_BUFFER, rng=random.Random(self.seed * 7919 + epoch))
@@ -183,22 +183,3 @@ class ShardLoader:
         """The split in stored order (shards in name order, no shuffling), normalized."""
         for x, y, _ in self._batches(None):
             yield normalize(x.to(self.device), self.mean, self.std), y.to(self.device)
-
-
-class ShardSplit:
-    """What the rest of cifarlab reads of a split it never holds in memory: classes and size."""
-
-    def __init__(self, classes: list[str], n: int):
-        self.classes, self.n = classes, n
-        self.coarse_labels = self.coarse_classes = None
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def shard_dataset(folder) -> Dataset:
-    """A :class:`Dataset` handle for a shard folder (splits are :class:`ShardSplit`, not arrays)."""
-    meta = read_shard_meta(Path(folder))
-    sp = {k: ShardSplit(meta["classes"], v["images"]) for k, v in meta["splits"].items()}
-    return Dataset(meta.get("name", Path(folder).name), sp["train"], sp["test"], source=str(folder),
-                   val=sp.get("val"))

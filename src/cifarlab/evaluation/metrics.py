@@ -17,18 +17,13 @@ from ..data.augment import tta_views
 from .calibration import expected_calibration_error
 
 
-def autocast_context(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
-def predict_logits(model, batches, device: torch.device, tta: int = 0, precision: str = "bf16"):
+def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0):
     """Run ``model`` over ``batches`` of ``(x, y)`` and return ``(logits, labels)``.
 
     Args:
         batches: iterable of float (B, 3, H, W) normalized images and int64 (B,) labels.
+        ctx: zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
         tta: 0/1/2, see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
 
     Returns:
@@ -38,7 +33,7 @@ def predict_logits(model, batches, device: torch.device, tta: int = 0, precision
     model.eval()
     out, ys = [], []
     try:
-        with autocast_context(device, precision):
+        with ctx():
             for x, y in batches:
                 logits = sum(w * model(v).float() for w, v in tta_views(x, tta))
                 out.append(logits.cpu())
@@ -46,6 +41,13 @@ def predict_logits(model, batches, device: torch.device, tta: int = 0, precision
     finally:
         model.train(was_training)
     return torch.cat(out), torch.cat(ys)
+
+
+def loss_and_top1(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """``{"loss": cross-entropy in nats per image, "top1": %}`` of float (N, C) logits and int64 (N,)
+    labels: the validation numbers of every epoch."""
+    return {"loss": F.cross_entropy(logits.float(), labels).item(),
+            "top1": 100.0 * (logits.argmax(1) == labels).float().mean().item()}
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
@@ -58,13 +60,6 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts (num_classes, num_classes): row = true class, column = predicted class."""
     return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> np.ndarray:
-    """The coarse class of each fine class, read off paired label arrays (int64 (num_fine,))."""
-    mapping = np.full(num_fine, -1, dtype=np.int64)
-    mapping[fine] = coarse
-    return mapping
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
@@ -97,14 +92,15 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
 
 
 @torch.no_grad()
-def inference_throughput(model, example: torch.Tensor, device: torch.device, precision: str,
-                         repeats: int = 3) -> float:
-    """Images/s of a plain forward pass (no TTA) on ``example`` (B, 3, H, W), best of ``repeats``."""
+def inference_throughput(model, example: torch.Tensor, ctx=contextlib.nullcontext, repeats: int = 3) -> float:
+    """Images/s of a plain forward pass (no TTA) on ``example`` (B, 3, H, W), best of ``repeats``
+    (CUDA synchronized around each timing). ``ctx``: the precision context factory."""
+    device = example.device
     was_training = model.training
     model.eval()
     best = 0.0
     try:
-        with autocast_context(device, precision):
+        with ctx():
             model(example)  # warm-up (oneDNN primitive creation)
             for _ in range(repeats):
                 if device.type == "cuda":

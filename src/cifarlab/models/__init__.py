@@ -1,14 +1,17 @@
 """Models: the registry, the built-in nets (airbench-style CNNs, a LeNet-style baseline, a small ViT
-for 32x32 built with timm), any timm model by name, and weight loading.
+for 32x32 built with timm), any timm model by name, weight loading, and the one factory
+(:mod:`~cifarlab.models.factory`) that decides between them.
 
 Knows about datasets only through ``num_classes`` and the input size.
 """
 from torch import nn
 
 from .airbench import AirbenchNet
-from .registry import ModelCfg, UnknownModelError, create_model, list_models, model_cfg, register_model
+from .factory import build_model, check_input_size, count_parameters, create_model, data_config, model_kind
+from .registry import ModelCfg, UnknownModelError, list_models, model_cfg, register_model, unknown_model
 from .simple import LeNet
-from .timm_adapter import WeightsError, input_size_kwargs, is_timm_model, load_weights_file, read_state_dict
+from .timm_adapter import (WeightsError, classifier_names, input_size_kwargs, is_timm_model, load_weights_file,
+                           read_state_dict, timm_names)
 
 
 @register_model("airbench94", description="airbench94 CNN: whitened stem, 3 conv groups 64/256/256 (~2M params)",
@@ -37,29 +40,7 @@ def _vit_cifar(num_classes: int, **kw) -> nn.Module:
     return VisionTransformer(num_classes=num_classes, **kw)
 
 
-def data_config(model: nn.Module) -> dict:
-    """Input size (C, H, W), mean, std (in [0, 1] units) and interpolation the model expects.
-
-    timm models: their pretrained config (``timm.data.resolve_data_config``). Built-ins: 32x32 and
-    ``mean``/``std`` None, meaning "use the dataset's statistics".
-    """
-    if getattr(model, "pretrained_cfg", None) and not isinstance(model, (AirbenchNet, LeNet)):
-        from timm.data import resolve_data_config
-        cfg = resolve_data_config(model=model)
-        return {"input_size": tuple(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-                "interpolation": cfg.get("interpolation", "bilinear"),
-                "fixed_input_size": bool(model.pretrained_cfg.get("fixed_input_size", False))}
-    return {"input_size": (3, 32, 32), "mean": None, "std": None, "interpolation": "bilinear",
-            "fixed_input_size": False}
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """``{"total": n, "trainable": n}`` parameter counts (elements, not bytes)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}
-
-
-__all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file", "read_state_dict",
-           "data_config", "ModelCfg", "UnknownModelError", "create_model", "list_models", "model_cfg",
-           "register_model", "count_parameters"]
+__all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file",
+           "read_state_dict", "classifier_names", "timm_names", "data_config", "ModelCfg", "UnknownModelError",
+           "create_model", "build_model", "check_input_size", "model_kind", "list_models", "model_cfg",
+           "register_model", "unknown_model", "count_parameters"]

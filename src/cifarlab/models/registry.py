@@ -2,8 +2,9 @@
 
 Every registered builder takes ``num_classes`` plus its own keyword arguments and returns an
 ``nn.Module`` with timm's interface (``forward_features``, ``forward_head``, ``get_classifier``,
-``reset_classifier``). ``model_cfg(name)`` gives the input size and the classifier's name that the
-rest of the code reads instead of guessing.
+``reset_classifier``). ``model_cfg(name)`` gives the input size and the classifier's name; the
+factory (:mod:`cifarlab.models.factory`) attaches them to each built model as its
+``pretrained_cfg``, which the rest of the code reads instead of guessing.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_registered(name: str) -> bool:
+    """True for a built-in (registered) model name."""
+    return name in _REGISTRY
+
+
 def unknown_model(name: str) -> UnknownModelError:
     """The error for a name neither registered here nor known to timm, with close matches from both."""
     from .timm_adapter import timm_names
@@ -64,38 +70,3 @@ def model_cfg(name: str) -> ModelCfg:
     if name not in _REGISTRY:
         raise unknown_model(name)
     return _REGISTRY[name]
-
-
-def create_model(name: str, num_classes: int, pretrained: bool = False, weights=None, **kwargs) -> nn.Module:
-    """Build a built-in model or any timm model for ``num_classes`` outputs.
-
-    Args:
-        pretrained: timm's default pretrained weights (hub download); built-ins have none.
-        weights: a local weights file (see :func:`cifarlab.models.timm_adapter.load_weights_file`).
-        kwargs: builder / ``timm.create_model`` keyword arguments (override registered defaults).
-
-    Raises:
-        UnknownModelError: unknown name (close matches listed).
-        ValueError: a keyword the builder does not accept (names it).
-        WeightsError: weights unavailable (offline) or not fitting the model.
-    """
-    from .timm_adapter import WeightsError, create_timm_model, is_timm_model, load_weights_file
-    if name in _REGISTRY:
-        if pretrained:
-            raise WeightsError(f"{name} is a built-in model without published pretrained weights; train it "
-                               "from scratch or load your own file with --weights PATH.")
-        cfg = _REGISTRY[name]
-        try:
-            model = cfg.builder(num_classes=num_classes, **{**cfg.defaults, **kwargs})
-        except TypeError as e:
-            raise ValueError(f"Bad model_kwargs for {name}: {e}. Defaults are {cfg.defaults}.") from None
-    elif is_timm_model(name):
-        try:
-            model = create_timm_model(name, num_classes, pretrained=pretrained, **kwargs)
-        except TypeError as e:
-            raise ValueError(f"Bad model_kwargs for timm model {name}: {e}.") from None
-    else:
-        raise unknown_model(name)
-    if weights:
-        load_weights_file(model, weights)
-    return model

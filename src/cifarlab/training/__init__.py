@@ -4,9 +4,12 @@ Never writes plots or HTML; receives validation as a function so it does not dep
 """
 from .checkpoint import (CheckpointError, atomic_write, load_model_checkpoint, load_train_state, load_weights,
                          save_checkpoint)
-from .loop import FitResult, TrainingDiverged, TrainingInterrupted, fit
+from .loop import FitResult, Trainer, TrainingDiverged, TrainingInterrupted, TrainState, fit
+from .lr_find import lr_range_test, suggest
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups
+from .probe import fit_linear_probe
+from . import distributed
 
-__all__ = ["fit", "FitResult", "TrainingDiverged", "TrainingInterrupted", "CheckpointError", "atomic_write",
+__all__ = ["fit", "FitResult", "Trainer", "TrainState", "TrainingDiverged", "TrainingInterrupted", "CheckpointError", "atomic_write",
            "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "ConvMuon", "Schedule", "build_optimizers",
-           "lr_multiplier", "param_groups"]
+           "lr_multiplier", "param_groups", "lr_range_test", "suggest", "fit_linear_probe", "distributed"]

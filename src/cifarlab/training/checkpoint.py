@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..runs import checkpoint_file, train_state_file
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model. The message says which."""
@@ -41,9 +43,9 @@ def atomic_write(path: Path, writer) -> None:
 def save_checkpoint(run_dir: Path, name: str, model_state: dict, train_state: dict | None = None) -> None:
     """Write ``checkpoint-{name}.safetensors`` (+ ``train-state-{name}.pt`` when given)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
-    atomic_write(Path(run_dir) / f"checkpoint-{name}.safetensors", lambda p: save_file(tensors, p))
+    atomic_write(Path(run_dir) / checkpoint_file(name), lambda p: save_file(tensors, p))
     if train_state is not None:
-        atomic_write(Path(run_dir) / f"train-state-{name}.pt", lambda p: torch.save(train_state, p))
+        atomic_write(Path(run_dir) / train_state_file(name), lambda p: torch.save(train_state, p))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -1,16 +1,20 @@
-"""The one training loop (nanoGPT habit: plain Python, no framework magic).
+"""The one training loop (nanoGPT habit: plain Python, no framework magic), in three pieces:
+:class:`TrainState` (the position and running sums, saved for resume), :meth:`Trainer.step` (one
+optimizer step) and :meth:`Trainer.end_epoch` (validation, metrics row, checkpoints, early stopping).
 
-Per step: forward under bf16 autocast (fp32 master weights), cross-entropy with label smoothing,
-backward, schedule, optimizer steps, optional EMA. Per epoch: optional validation, a metrics row
-(``metrics.jsonl`` + TensorBoard), ``checkpoint-last`` (+ ``checkpoint-best``) written atomically,
-early stopping. Ctrl-C saves the exact position (mid-epoch included) so ``--resume`` continues
-to the same result as an uninterrupted run with the same seed.
+Per step: forward under the precision context it is given (bf16 autocast with fp32 master weights,
+or plain fp32), cross-entropy with label smoothing, backward, schedule, optimizer steps, optional
+EMA. Per epoch: optional validation, a metrics row (``metrics.jsonl`` + TensorBoard),
+``checkpoint-last`` (+ ``checkpoint-best``) written atomically, early stopping. Ctrl-C saves the
+exact position (mid-epoch included) so ``--resume`` continues to the same result as an
+uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -19,7 +23,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
 from ..runs import RunDir
-from .checkpoint import save_checkpoint
+from .checkpoint import load_weights, save_checkpoint
+from .distributed import DistEnv, sum_across
 from .optim import Schedule, build_optimizers
 from .strategy import Strategy
 
@@ -44,10 +49,35 @@ class FitResult:
     stopped_early: bool = False
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+@dataclass
+class TrainState:
+    """Where training is and what it has summed so far; saved as ``position`` in the train state.
+
+    ``acc_*`` are the current epoch's running sums (loss x images, correct, images, seconds);
+    ``best_val`` is the best validation top-1 (%), ``best_epoch`` 0-based (-1: none yet).
+    """
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_val: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    acc_loss: float = 0.0
+    acc_correct: int = 0
+    acc_seen: int = 0
+    acc_seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def next_epoch(self, epoch: int) -> None:
+        """Move to the start of ``epoch``, clearing the running sums."""
+        self.epoch, self.step_in_epoch = epoch, 0
+        self.acc_loss, self.acc_correct, self.acc_seen, self.acc_seconds = 0.0, 0, 0, 0.0
 
 
 def _rng_state() -> dict:
@@ -57,10 +87,211 @@ def _rng_state() -> dict:
     return state
 
 
+def _clone(state: dict) -> dict:
+    return {k: t.detach().clone() for k, t in state.items()}
+
+
+class Trainer:
+    """One training run's moving parts: model, optimizers, schedule, EMA, strategy and state.
+
+    See :func:`fit` for the arguments; ``ctx`` is a zero-argument callable returning the precision
+    context of a forward pass (:func:`cifarlab.runtime.autocast`).
+    """
+
+    def __init__(self, model, loader, cfg: TrainConfig, run: RunDir, device: torch.device, ctx, val_fn=None,
+                 callbacks: tuple = (), dist_env: DistEnv | None = None):
+        self.model, self.loader, self.cfg, self.run, self.device, self.ctx = model, loader, cfg, run, device, ctx
+        self.val_fn, self.callbacks = val_fn, callbacks
+        self.env = dist_env or DistEnv()
+        self.main = self.env.is_main
+        self.spe = len(loader)
+        self.total_steps = max(1, math.ceil(cfg.epochs * self.spe))
+        self.n_epochs = math.ceil(self.total_steps / self.spe)
+        self.strategy = Strategy.from_config(model, cfg, self.spe)
+        self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales)
+        self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
+                                 cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe))
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema else None)
+        self.eval_model = self.ema.module if self.ema is not None else model
+        self.fwd = model
+        if self.env.enabled:  # unused: the whitening bias stops receiving gradients after whiten_bias_epochs
+            from torch.nn.parallel import DistributedDataParallel
+            self.fwd = DistributedDataParallel(model, find_unused_parameters=True)
+        self.st = TrainState()
+        self.best_state = None
+        self.history: list[dict] = []
+        self.writer = self.progress = None
+
+    # ------------------------------------------------------------------ state in and out
+    def restore(self, resume: dict, weights: dict) -> None:
+        """Continue from a saved train state and the matching ``checkpoint-last`` tensors."""
+        self.model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("ema.")})
+        if self.ema is not None:
+            self.ema.module.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
+            self.ema.n_averaged.fill_(resume["ema_n_averaged"])
+        for opt, sd in zip(self.optimizers, resume["optimizers"]):
+            opt.load_state_dict(sd)
+        self.st = TrainState.from_dict(resume["position"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        best_file = self.run.checkpoint("best")
+        if self.st.best_epoch >= 0 and best_file.is_file():
+            self.best_state = load_weights(best_file)
+        if self.main:
+            self.run.truncate_metrics(self.st.epoch)
+
+    def save_last(self) -> None:
+        if not self.main:
+            return
+        weights = dict(self.model.state_dict())
+        if self.ema is not None:
+            weights.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        save_checkpoint(self.run.path, "last", weights, {
+            "optimizers": [o.state_dict() for o in self.optimizers], "position": asdict(self.st),
+            "rng": _rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
+            "total_steps": self.total_steps})
+
+    # ------------------------------------------------------------------ one step
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
+        """One optimizer step on batch ``(x, y)``; returns the lr multiplier it used.
+
+        Raises:
+            TrainingDiverged: the loss is not finite (status ``diverged`` written).
+        """
+        st, cfg = self.st, self.cfg
+        self.model.train()  # every step: the strategy then re-freezes BatchNorm where it must
+        self.strategy.set_mode(self.model, st.global_step)
+        if hasattr(self.model, "whiten_bias_trainable"):
+            self.model.whiten_bias_trainable = st.global_step < self.schedule.whiten_steps
+        with self.ctx():
+            out = self.fwd(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing, reduction=cfg.loss_reduction)
+        loss_value = loss.item()
+        finite = math.isfinite(loss_value)
+        if self.env.enabled:  # every rank must stop together
+            finite = sum_across([0.0 if finite else 1.0], self.env)[0] == 0
+        if not finite:
+            if self.main:
+                self.run.set_status("diverged", epoch=epoch + 1, step=st.global_step)
+            raise TrainingDiverged(
+                f"The training loss became {loss_value} at epoch {epoch + 1} (step {st.global_step + 1}); "
+                f"training stopped. The checkpoints of the last good epoch ({epoch}) are kept in {self.run.path}. "
+                "Lower the learning rate (lr, bias_lr, head_lr) or use precision fp32, then start a new run.")
+        # DDP averages gradients over ranks; a summed loss must count the whole global batch
+        (loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss).backward()
+        lr_mult = self.schedule.set(st.global_step)
+        for opt in self.optimizers:
+            opt.step()
+        self.model.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        n = len(y)
+        per_image = loss_value / n if cfg.loss_reduction == "sum" else loss_value
+        st.acc_loss += per_image * n
+        st.acc_correct += int((out.argmax(1) == y).sum())
+        st.acc_seen += n
+        st.global_step += 1
+        st.step_in_epoch += 1
+        for cb in self.callbacks:
+            cb("step", {"epoch": epoch, "global_step": st.global_step, "loss": per_image}, self.model)
+        return lr_mult
+
+    # ------------------------------------------------------------------ end of an epoch
+    def end_epoch(self, epoch: int, seconds: float, lr_mult: float) -> bool:
+        """Validation, metrics row, checkpoints; returns True when early stopping ends the run."""
+        st, cfg = self.st, self.cfg
+        loss_sum, correct, seen = sum_across([st.acc_loss, st.acc_correct, st.acc_seen], self.env)
+        st.images_seen += int(seen)  # counted once per completed epoch, all ranks
+        row = {"epoch": epoch, "step": st.global_step, "train_loss": loss_sum / max(1, seen),
+               "train_top1": 100.0 * correct / max(1, seen), "lr_mult": lr_mult,
+               "lr": {g.get("name", str(i)): g["lr"] for o in self.optimizers for i, g in enumerate(o.param_groups)},
+               "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+        if self.val_fn is not None:
+            v = self.val_fn(self.eval_model)
+            row.update(val_loss=v["loss"], val_top1=v["top1"])
+            improved = v["top1"] > st.best_val + cfg.early_stopping_min_delta
+            if v["top1"] > st.best_val:
+                st.best_val, st.best_epoch = v["top1"], epoch
+                self.best_state = _clone(self.eval_model.state_dict())
+            st.bad_epochs = 0 if improved else st.bad_epochs + 1
+        else:
+            st.best_epoch = epoch
+            self.best_state = _clone(self.eval_model.state_dict())
+        self.history.append(row)
+        if self.main:
+            self.run.append_metrics(row)
+            for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
+                if k in row:
+                    self.writer.add_scalar(k, row[k], epoch + 1)
+            self.writer.flush()
+        st.next_epoch(epoch + 1)
+        if st.best_epoch == epoch and self.main:
+            save_checkpoint(self.run.path, "best", self.best_state)
+        self.save_last()
+        for cb in self.callbacks:
+            cb("epoch", row, self.eval_model)
+        return bool(cfg.early_stopping_patience and st.bad_epochs >= cfg.early_stopping_patience)
+
+    # ------------------------------------------------------------------ the whole run
+    def run_epochs(self) -> FitResult:
+        """Train from the current position to the end (or early stop). See :func:`fit` for errors."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+        st = self.st
+        self.history = self.run.read_metrics() if self.main else []
+        self.writer = SummaryWriter(str(self.run.path)) if self.main else None
+        t_start = None
+        try:
+            for epoch in range(st.epoch, self.n_epochs):
+                steps_here = min(self.spe, self.total_steps - epoch * self.spe)
+                if self.progress is None and self.cfg.progress and self.main:
+                    self.progress = tqdm(total=self.total_steps, initial=st.global_step, unit="step",
+                                         dynamic_ncols=True)
+                if self.progress is not None:
+                    self.progress.set_description(f"epoch {epoch + 1}/{self.n_epochs}")
+                # the multiplier of the last step taken (an interrupt can fall between an epoch's last step
+                # and its bookkeeping, in which case the resumed epoch runs no step)
+                lr_mult = self.schedule.multiplier(max(0, st.global_step - 1))
+                t_start = time.perf_counter()
+                for x, y in self.loader.epoch(epoch, start=st.step_in_epoch, stop=steps_here):
+                    lr_mult = self.step(x, y, epoch)
+                    if self.progress is not None:
+                        elapsed = st.acc_seconds + time.perf_counter() - t_start
+                        self.progress.update(1)
+                        self.progress.set_postfix(loss=f"{st.acc_loss / st.acc_seen:.3f}",
+                                                  acc=f"{100 * st.acc_correct / st.acc_seen:.1f}%",
+                                                  img_s=f"{st.acc_seen / max(elapsed, 1e-9):.0f}")
+                seconds = st.acc_seconds + time.perf_counter() - t_start
+                st.train_seconds += time.perf_counter() - t_start
+                t_start = None
+                if self.end_epoch(epoch, seconds, lr_mult):
+                    return FitResult(self.best_state, st.best_epoch, epoch + 1, self.history, st.train_seconds,
+                                     st.images_seen, stopped_early=True)
+        except KeyboardInterrupt:
+            # save the exact position: the partial epoch's counters and the time spent in it
+            if t_start is not None and st.step_in_epoch:
+                st.acc_seconds += time.perf_counter() - t_start
+                st.train_seconds += time.perf_counter() - t_start
+            self.save_last()
+            if self.main:
+                self.run.set_status("interrupted", epoch=st.epoch, step=st.global_step)
+            raise TrainingInterrupted(
+                f"Interrupted at epoch {st.epoch + 1}, step {st.global_step}/{self.total_steps}; progress "
+                f"saved. Continue with: cifarlab train --resume {self.run.path}") from None
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+            if self.writer is not None:
+                self.writer.close()
+        return FitResult(self.best_state, st.best_epoch, self.n_epochs, self.history, st.train_seconds,
+                         st.images_seen)
+
+
 def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: torch.device,
         val_fn: Callable[[torch.nn.Module], dict] | None = None, resume: dict | None = None,
-        resume_weights: dict | None = None, callbacks: tuple = (), dist_env=None) -> FitResult:
-    """Train ``model`` on ``loader`` (a :class:`~cifarlab.data.DeviceLoader`) as ``cfg`` says.
+        resume_weights: dict | None = None, callbacks: tuple = (), dist_env=None, ctx=None) -> FitResult:
+    """Train ``model`` on ``loader`` (a :class:`~cifarlab.data.DeviceLoader` or anything with its
+    interface) as ``cfg`` says.
 
     Args:
         val_fn: model -> ``{"loss": float, "top1": float (%)}`` on the validation split, or None.
@@ -71,177 +302,14 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
         dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: the model is
             wrapped in DistributedDataParallel, epoch metrics are summed across ranks, and only
             rank 0 writes the run directory.
+        ctx: zero-argument callable giving the forward pass's precision context
+            (:func:`cifarlab.runtime.autocast` bound to the device and precision); None: no autocast.
 
     Raises:
         TrainingDiverged: non-finite loss (status ``diverged``; checkpoints of the last good epoch kept).
         TrainingInterrupted: Ctrl-C (status ``interrupted``; position saved).
     """
-    from .distributed import DistEnv, sum_across
-    env = dist_env or DistEnv()
-    main = env.is_main
-    spe = len(loader)
-    total_steps = max(1, math.ceil(cfg.epochs * spe))
-    n_epochs = math.ceil(total_steps / spe)
-    strategy = Strategy.from_config(model, cfg, spe)
-    optimizers = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales)
-    schedule = Schedule(optimizers, total_steps, round(cfg.warmup_epochs * spe), cfg.schedule,
-                        cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * spe))
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema else None)
-
-    # position and running state
-    st = dict(epoch=0, step_in_epoch=0, global_step=0, best_val=-math.inf, best_epoch=-1, bad_epochs=0,
-              train_seconds=0.0, images_seen=0, acc_loss=0.0, acc_correct=0, acc_seen=0, acc_seconds=0.0)
-    best_state = None
+    trainer = Trainer(model, loader, cfg, run, device, ctx or contextlib.nullcontext, val_fn, callbacks, dist_env)
     if resume is not None:
-        model.load_state_dict({k: v for k, v in resume_weights.items() if not k.startswith("ema.")})
-        if ema is not None:
-            ema.module.load_state_dict({k[4:]: v for k, v in resume_weights.items() if k.startswith("ema.")})
-            ema.n_averaged.fill_(resume["ema_n_averaged"])
-        for opt, sd in zip(optimizers, resume["optimizers"]):
-            opt.load_state_dict(sd)
-        st.update(resume["position"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        best_file = run.file("checkpoint-best.safetensors")
-        if st["best_epoch"] >= 0 and best_file.is_file():
-            from .checkpoint import load_weights
-            best_state = load_weights(best_file)
-        if main:
-            run.truncate_metrics(st["epoch"])
-    history = run.read_metrics() if main else []
-
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(run.path)) if main else None
-    fwd = model
-    if env.enabled:  # unused: the whitening bias stops receiving gradients after whiten_bias_epochs
-        from torch.nn.parallel import DistributedDataParallel
-        fwd = DistributedDataParallel(model, find_unused_parameters=True)
-    eval_model = ema.module if ema is not None else model
-
-    def weights_with_ema() -> dict:
-        sd = dict(model.state_dict())
-        if ema is not None:
-            sd.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-        return sd
-
-    def save_last():
-        if not main:
-            return
-        save_checkpoint(run.path, "last", weights_with_ema(), {
-            "optimizers": [o.state_dict() for o in optimizers], "position": dict(st), "rng": _rng_state(),
-            "ema_n_averaged": int(ema.n_averaged) if ema is not None else 0, "total_steps": total_steps})
-
-    progress = None
-    try:
-        from tqdm.auto import tqdm
-        for epoch in range(st["epoch"], n_epochs):
-            steps_here = min(spe, total_steps - epoch * spe)
-            if progress is None and cfg.progress and main:
-                progress = tqdm(total=total_steps, initial=st["global_step"], unit="step", dynamic_ncols=True)
-            if progress is not None:
-                progress.set_description(f"epoch {epoch + 1}/{n_epochs}")
-            # the multiplier of the last step taken (an interrupt can fall between an epoch's last step
-            # and its bookkeeping, in which case the resumed epoch runs no step)
-            lr_mult = schedule.multiplier(max(0, st["global_step"] - 1))
-            t_start = time.perf_counter()
-            for x, y in loader.epoch(epoch, start=st["step_in_epoch"], stop=steps_here):
-                model.train()  # every step: the strategy then re-freezes BatchNorm where it must
-                strategy.set_mode(model, st["global_step"])
-                if hasattr(model, "whiten_bias_trainable"):
-                    model.whiten_bias_trainable = st["global_step"] < schedule.whiten_steps
-                with _autocast(device, cfg.precision):
-                    out = fwd(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing,
-                                           reduction=cfg.loss_reduction)
-                loss_value = loss.item()
-                finite = math.isfinite(loss_value)
-                if env.enabled:  # every rank must stop together
-                    finite = sum_across([0.0 if finite else 1.0], env)[0] == 0
-                if not finite:
-                    if main:
-                        run.set_status("diverged", epoch=epoch + 1, step=st["global_step"])
-                    raise TrainingDiverged(
-                        f"The training loss became {loss_value} at epoch {epoch + 1} (step "
-                        f"{st['global_step'] + 1}); training stopped. The checkpoints of the last good "
-                        f"epoch ({epoch}) are kept in {run.path}. Lower the learning rate (lr, bias_lr, "
-                        "head_lr) or use precision fp32, then start a new run.")
-                # DDP averages gradients over ranks; a summed loss must count the whole global batch
-                (loss * env.world if env.enabled and cfg.loss_reduction == "sum" else loss).backward()
-                lr_mult = schedule.set(st["global_step"])
-                for opt in optimizers:
-                    opt.step()
-                model.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update_parameters(model)
-                n = len(y)
-                per_image = loss_value / n if cfg.loss_reduction == "sum" else loss_value
-                st["acc_loss"] += per_image * n
-                st["acc_correct"] += int((out.argmax(1) == y).sum())
-                st["acc_seen"] += n
-                st["global_step"] += 1
-                st["step_in_epoch"] += 1
-                elapsed = st["acc_seconds"] + time.perf_counter() - t_start
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{st['acc_loss'] / st['acc_seen']:.3f}",
-                                         acc=f"{100 * st['acc_correct'] / st['acc_seen']:.1f}%",
-                                         img_s=f"{st['acc_seen'] / max(elapsed, 1e-9):.0f}")
-                for cb in callbacks:
-                    cb("step", {"epoch": epoch, "global_step": st["global_step"], "loss": per_image}, model)
-
-            # ---- end of epoch
-            seconds = st["acc_seconds"] + time.perf_counter() - t_start
-            st["train_seconds"] += time.perf_counter() - t_start
-            loss_sum, correct, seen = sum_across([st["acc_loss"], st["acc_correct"], st["acc_seen"]], env)
-            st["images_seen"] += int(seen)  # counted once per completed epoch, all ranks
-            row = {"epoch": epoch, "step": st["global_step"],
-                   "train_loss": loss_sum / max(1, seen),
-                   "train_top1": 100.0 * correct / max(1, seen),
-                   "lr_mult": lr_mult, "lr": {g.get("name", str(i)): g["lr"] for o in optimizers
-                                              for i, g in enumerate(o.param_groups)},
-                   "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
-            improved = True
-            if val_fn is not None:
-                v = val_fn(eval_model)
-                row.update(val_loss=v["loss"], val_top1=v["top1"])
-                improved = v["top1"] > st["best_val"] + cfg.early_stopping_min_delta
-                if v["top1"] > st["best_val"]:
-                    st["best_val"], st["best_epoch"] = v["top1"], epoch
-                    best_state = {k: t.detach().clone() for k, t in eval_model.state_dict().items()}
-                st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
-            else:
-                st["best_epoch"] = epoch
-                best_state = {k: t.detach().clone() for k, t in eval_model.state_dict().items()}
-            history.append(row)
-            if main:
-                run.append_metrics(row)
-                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
-                    if k in row:
-                        writer.add_scalar(k, row[k], epoch + 1)
-                writer.flush()
-            st.update(epoch=epoch + 1, step_in_epoch=0, acc_loss=0.0, acc_correct=0, acc_seen=0, acc_seconds=0.0)
-            if st["best_epoch"] == epoch and main:
-                save_checkpoint(run.path, "best", best_state)
-            save_last()
-            for cb in callbacks:
-                cb("epoch", row, eval_model)
-            if cfg.early_stopping_patience and st["bad_epochs"] >= cfg.early_stopping_patience:
-                return FitResult(best_state, st["best_epoch"], epoch + 1, history, st["train_seconds"],
-                                 st["images_seen"], stopped_early=True)
-    except KeyboardInterrupt:
-        # save the exact position: the partial epoch's counters and the time spent in it
-        if "t_start" in locals() and st["step_in_epoch"]:
-            st["acc_seconds"] += time.perf_counter() - t_start
-            st["train_seconds"] += time.perf_counter() - t_start
-        save_last()
-        if main:
-            run.set_status("interrupted", epoch=st["epoch"], step=st["global_step"])
-        raise TrainingInterrupted(
-            f"Interrupted at epoch {st['epoch'] + 1}, step {st['global_step']}/{total_steps}; progress "
-            f"saved. Continue with: cifarlab train --resume {run.path}") from None
-    finally:
-        if progress is not None:
-            progress.close()
-        if writer is not None:
-            writer.close()
-    return FitResult(best_state, st["best_epoch"], n_epochs, history, st["train_seconds"], st["images_seen"])
+        trainer.restore(resume, resume_weights)
+    return trainer.run_epochs()

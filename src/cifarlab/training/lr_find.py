@@ -11,6 +11,7 @@ exceeds ``diverge`` times its minimum. Two suggestions are read off the curve:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -21,20 +22,22 @@ from .optim import build_optimizers
 from .strategy import Strategy
 
 
-def lr_range_test(model: torch.nn.Module, loader, cfg, device: torch.device, start_lr: float = 1e-6,
+def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontext, start_lr: float = 1e-6,
                   end_lr: float = 10.0, steps: int = 100, diverge: float = 4.0, beta: float = 0.98) -> dict:
     """Run the range test; returns ``{"lr": [...], "loss": [...], "raw_loss": [...], "valley": lr,
     "steepest": lr}`` (lr of the main parameter group, per step). The model is modified: use a copy.
 
-    Group learning rates keep their ratios to ``cfg.lr`` (bias, head, layer-decay scales).
+    Group learning rates keep their ratios to ``cfg.lr`` (bias, head, layer-decay scales). ``ctx``:
+    zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
+
+    Raises:
+        ValueError: ``start_lr``/``end_lr`` not 0 < start < end.
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr (got {start_lr}, {end_lr})")
     strategy = Strategy.from_config(model, cfg, len(loader))
     opts = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales)
     ratios = [[g["lr"] / cfg.lr for g in o.param_groups] for o in opts]
-    ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else \
-        (lambda: torch.autocast(device.type, enabled=False))
     lrs, raw, smooth = [], [], []
     avg, best, step, epoch = 0.0, math.inf, 0, 0
     while step < steps:

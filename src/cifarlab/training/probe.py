@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.loader import epoch_generator
+from ..data import batches_per_epoch, default_data_dir, epoch_generator
+from ..models import classifier_names
 from ..runs import RunDir
 from .checkpoint import atomic_write, save_checkpoint
 from .loop import FitResult, fit
@@ -53,8 +54,7 @@ class FeatureLoader:
         return len(self.labels)
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return max(1, n // self.batch_size) if self.train else -(-n // self.batch_size)
+        return batches_per_epoch(len(self.labels), self.batch_size, self.train)
 
     def epoch(self, epoch: int, start: int = 0, stop: int | None = None):
         if not self.train:
@@ -79,15 +79,15 @@ def _file_id(path: str) -> str:
     return h.hexdigest()
 
 
-def feature_key(cfg: TrainConfig, ds, side: int, normalization: dict, views: tuple[str, ...]) -> str:
-    """Hex key of everything the cached features depend on."""
+def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict, views: tuple[str, ...]) -> str:
+    """Hex key of everything the cached features depend on (``location``: the data's folder)."""
     if cfg.weights:
         weights = "file:" + _file_id(cfg.weights)
     elif cfg.pretrained:
         weights = "pretrained:" + cfg.model
     else:
         weights = f"random:{cfg.seed}"
-    src = Path(ds.source)
+    src = Path(location)
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in src.iterdir() if p.is_file()) \
         if src.is_dir() else []
     material = {"v": FORMAT_VERSION, "model": cfg.model, "kwargs": cfg.model_kwargs, "weights": weights,
@@ -99,12 +99,12 @@ def feature_key(cfg: TrainConfig, ds, side: int, normalization: dict, views: tup
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, batches, device: torch.device, precision: str, flip: bool = False):
-    """Pooled pre-logit features of every batch: float32 (N, D) and labels (N,), on ``device``."""
+def extract_features(model: nn.Module, batches, ctx, flip: bool = False):
+    """Pooled pre-logit features of every batch: float32 (N, D) and labels (N,), on the batches'
+    device. ``ctx``: zero-argument callable giving the precision context."""
     model.eval()
     out, ys = [], []
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else torch.autocast(device.type, enabled=False)
-    with ctx:
+    with ctx():
         for x, y in batches:
             x = x.flip(-1) if flip else x
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
@@ -112,20 +112,24 @@ def extract_features(model: nn.Module, batches, device: torch.device, precision:
     return torch.cat(out), torch.cat(ys)
 
 
-def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, device: torch.device, ds,
-                     resume=None, resume_weights=None, callbacks=()) -> tuple[FitResult, dict]:
+def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, device: torch.device,
+                     location: str, ctx, score_fn, resume=None, resume_weights=None,
+                     callbacks=()) -> tuple[FitResult, dict]:
     """Train ``model``'s classifier on cached features; returns the fit result (full-model weights
     in ``eval_state``) and cache facts: ``{"key", "hit", "extract_seconds", "backbone_seconds_per_epoch"}``.
+
+    Args:
+        pipes: ``{"train", "val", "test"}`` :class:`~cifarlab.data.Batches` (val may be None).
+        location: the data's folder (part of the cache key); ctx: the precision context factory;
+        score_fn: ``(logits, labels) -> {"loss", "top1"}`` for the validation features.
     """
-    from ..data import default_data_dir
-    from ..models.timm_adapter import classifier_names
     from safetensors.torch import load_file, save_file
 
     views = ("center", "flip") if cfg.flip != "none" else ("center",)
     side = pipes["test"].side() or 32
     norm = {"mean": [round(v, 6) for v in pipes["test"].loader.mean.tolist()],
             "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
-    key = feature_key(cfg, ds, side, norm, views)
+    key = feature_key(cfg, location, side, norm, views)
     folder = Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
     path = folder / f"{key}.safetensors"
     t0 = time.perf_counter()
@@ -141,7 +145,7 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
         for split in ("train", "val", "test"):
             if pipes[split] is None:
                 continue
-            xs, ys = zip(*[extract_features(model, pipes[split].ordered(), device, cfg.precision, flip=(v == "flip"))
+            xs, ys = zip(*[extract_features(model, pipes[split].ordered(), ctx, flip=(v == "flip"))
                            for v in (views if split == "train" else ("center",))])
             feats[f"{split}_x"], feats[f"{split}_y"] = torch.cat(xs), torch.cat(ys)
         folder.mkdir(parents=True, exist_ok=True)
@@ -164,12 +168,10 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
 
         def val_fn(m):
             with torch.no_grad():
-                logits = m(vx).float()
-            return {"loss": nn.functional.cross_entropy(logits, vy).item(),
-                    "top1": 100.0 * (logits.argmax(1) == vy).float().mean().item()}
+                return score_fn(m(vx).float(), vy)
     probe_cfg = cfg.update({"whiten_bias_epochs": 0.0, "channels_last": False})
     result = fit(head, loader, probe_cfg, run, device, val_fn=val_fn, resume=resume, resume_weights=resume_weights,
-                 callbacks=callbacks)
+                 callbacks=callbacks, ctx=ctx)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for k, v in result.eval_state.items():
         full[f"{head_name}.{k[len('classifier.'):]}"] = v

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .interpret import _plt
+from .mpl import pyplot
 
 
 def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
@@ -14,7 +14,7 @@ def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
         curves: run name -> ``metrics.jsonl`` rows (``epoch``, ``train_loss``, ``train_top1``,
             ``lr_mult``, optional ``val_loss`` / ``val_top1``).
     """
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, (name, rows) in enumerate(curves.items()):
         if not rows:
@@ -43,7 +43,7 @@ def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
 def plot_tradeoff(path: Path, rows: list[dict], x: str, xlabel: str, log_x: bool = False) -> Path:
     """Test top-1 (%) against ``x`` (a comparison-row key such as ``train_seconds``), one labelled
     point per run."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, r in enumerate(rows):
         if r.get(x) is None or r.get("top1") is None:

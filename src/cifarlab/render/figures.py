@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .mpl import pyplot
+
 
 def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str], stem: str = "confusion_matrix",
                     title: str = "Confusion matrix (row-normalized)") -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (counts, rows = true class) and ``{stem}.png`` (row-normalized to %,
     so each row reads as where that class's images went)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     csv_path, png_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.png"
@@ -65,9 +65,7 @@ def write_per_class(out_dir: Path, metrics: dict, classes: list[str]) -> tuple[P
 
 def plot_lr_find(path: Path, result: dict) -> Path:
     """Loss (smoothed) against learning rate on a log axis, with the suggestions marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lr"], result["raw_loss"], color="0.8", lw=1, label="loss per step")

@@ -1,5 +1,6 @@
-"""Suites: a YAML file of runs (model x strategy x hyperparameters sharing defaults), trained in
-order into one folder, then compared, ensembled and reported.
+"""Suite files: a YAML file of runs (model x strategy x hyperparameters sharing defaults), parsed
+and validated here; :mod:`.suite` trains, compares, ensembles and reports them. Also
+:func:`resolve_runs`: the run directories that paths on a command line name.
 
 Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suites/*.yaml``)::
 
@@ -19,8 +20,9 @@ Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suit
 or entry names, which stand for all of an entry's seeds (``airbench94``). Without it, every
 complete run of the suite is a candidate.
 
-Each run starts from the dataset's recipe for its model (:func:`cifarlab.recipes.recipe_config`),
-then ``defaults``, then its own keys, then command-line overrides. A run whose directory is
+Each run's config is resolved by :func:`cifarlab.recipes.resolve_config`: the recipe for its
+dataset and model, then ``defaults`` and the run's own keys (the file level), then command-line
+overrides. A run whose directory is
 complete with the same config is skipped; an interrupted one is resumed; a finished one whose
 config has since changed is an error (delete it or rename the entry).
 """
@@ -32,7 +34,11 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig
+from ..evaluation.ensemble import METHODS
+from ..models import UnknownModelError, model_kind
+from ..recipes import resolve_config
+from ..runs import CONFIG_FILE, RunDirError
 
 SUITE_KEYS = {"name": "suite name", "description": "free text", "out": "output folder",
               "defaults": "config keys for every run", "runs": "list of runs", "ensemble": "ensemble settings",
@@ -67,17 +73,6 @@ class Suite:
         return self.out / run.name
 
 
-@dataclass
-class SuiteResult:
-    suite: Suite
-    completed: list[Path] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    rows: list[dict] = field(default_factory=list)
-    ensemble: dict | None = None
-    report: Path | None = None
-
-
 def _line_map(node, path=(), out=None) -> dict:
     """(key, key, ...) / index paths of a composed YAML node -> 1-based line numbers."""
     out = {} if out is None else out
@@ -104,11 +99,10 @@ def _unknown(kind: str, key: str, valid, where: str) -> SuiteError:
 
 
 def _check_model(name: str, where: str) -> None:
-    from .models import is_timm_model, list_models
-    from .models.registry import unknown_model
-    if name in list_models() or is_timm_model(name):
-        return
-    raise SuiteError(f"{where}: {unknown_model(name)}")
+    try:
+        model_kind(name)
+    except UnknownModelError as e:
+        raise SuiteError(f"{where}: {e}") from None
 
 
 def load_suite(path, overrides: dict | None = None) -> Suite:
@@ -120,8 +114,6 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
     Raises:
         SuiteError: unreadable YAML, unknown keys or models, bad values (with line numbers).
     """
-    from .recipes import recipe_config
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -165,8 +157,7 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
             seen.add(name)
             v = dict(values, **({"seed": seed} if seed is not None else {}))
             try:
-                cfg = recipe_config(v.get("dataset", "cifar10"), model).update(v, source=f"{path} run {name}")
-                cfg = cfg.update(overrides or {}).validate()
+                cfg = resolve_config(v, overrides, source=f"{path} run {name}")
             except ConfigError as e:
                 raise SuiteError(f"{at('runs', i)} (run {name}): {e}") from None
             runs.append(SuiteRun(name, cfg, lines.get(("runs", i), 1)))
@@ -177,7 +168,6 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
         for k in ens:
             if k not in ENSEMBLE_KEYS:
                 raise _unknown("ensemble key", k, ENSEMBLE_KEYS, at("ensemble", k))
-        from .evaluation.ensemble import METHODS
         for m in ens.get("methods", ["uniform"]):
             if m not in METHODS:
                 raise SuiteError(f"{at('ensemble', 'methods')}: unknown method {m!r}; choose from {', '.join(METHODS)}.")
@@ -197,61 +187,27 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
                  str(data.get("description", "")))
 
 
-def run_suite(suite: Suite, progress: bool = True, log=print) -> SuiteResult:
-    """Train every run not yet complete (resuming interrupted ones), then compare, ensemble and
-    report the complete ones into ``suite.out``.
+def resolve_runs(paths) -> list[Path]:
+    """Run directories named by ``paths``: a run directory (or :class:`~cifarlab.runs.Run`), a folder
+    of run directories (a suite's output), or a suite YAML file (its output folder, in the suite's order).
 
-    A run that fails (diverges, bad model input...) is recorded in ``result.failed`` and the
-    suite goes on. Raises :class:`SuiteError` when a finished run's saved config differs from
-    the suite's, since comparing it would be comparing something else.
+    Raises:
+        RunDirError: a path that is none of these.
     """
-    from . import api
-    from .api import RESUME_SAFE_KEYS, expected_errors
-    from .compare import compare_runs, ensemble_runs
-    from .runs import RunDir
-    from .training import TrainingDiverged
-
-    result = SuiteResult(suite)
-    suite.out.mkdir(parents=True, exist_ok=True)
-    for i, run in enumerate(suite.runs):
-        rd = RunDir(suite.run_dir(run))
-        cfg = run.config.update({"progress": progress})
-        if rd.config_path.is_file():
-            saved = rd.load_config()
-            diff = [k for k, v in saved.to_dict().items() if k not in RESUME_SAFE_KEYS and cfg.to_dict()[k] != v]
-            if diff:
-                raise SuiteError(f"{rd.path} was trained with a different config than {suite.path} line {run.line} "
-                                 f"now gives ({', '.join(diff)}). Delete that folder to retrain it, or rename "
-                                 "the run in the suite.")
-        tag = f"[{i + 1}/{len(suite.runs)}] {run.name}"
-        if rd.is_complete():
-            log(f"{tag}: complete, skipped")
-            result.skipped.append(run.name)
-            result.completed.append(rd.path)
-            continue
-        resume = rd.file("train-state-last.pt").is_file()
-        log(f"{tag}: {'resuming' if resume else 'training'} {cfg.model} ({cfg.strategy}, {cfg.epochs:g} epochs)")
-        try:
-            if resume:
-                api.train(cfg, resume=rd.path)
-            else:
-                api.train(cfg, run_dir=rd.path)
-            result.completed.append(rd.path)
-        except (TrainingDiverged, *expected_errors()) as e:
-            result.failed[run.name] = str(e)
-            log(f"{tag}: failed: {e}")
-    if not result.completed:
-        return result
-    result.rows = compare_runs(result.completed, suite.out)
-    if suite.ensemble is not None:
-        chosen = suite.ensemble.get("runs")
-        members = [p for p in result.completed if not chosen or p.name in chosen]
-        if len(members) >= 2:
-            result.ensemble = ensemble_runs(members, suite.ensemble.get("methods", ["uniform"]),
-                                            suite.ensemble.get("min_val_acc"),
-                                            bool(suite.ensemble.get("per_architecture", False)), out_dir=suite.out)
-    if suite.report:
-        from .reporting import build_report
-        result.report = build_report(result.completed, suite.out / "report.html", title=f"Suite {suite.name}",
-                                     ensemble=result.ensemble)
-    return result
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix in (".yaml", ".yml"):
+            suite = load_suite(p)
+            out += [suite.run_dir(r) for r in suite.runs if suite.run_dir(r).is_dir()]
+        elif (p / CONFIG_FILE).is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(d for d in p.iterdir() if (d / CONFIG_FILE).is_file())
+            if not found:
+                raise RunDirError(f"{p} holds no run directories (folders with config.yaml).")
+            out += found
+        else:
+            raise RunDirError(f"{p} is not a run directory, a folder of runs or a suite file.")
+    if not out:
+        raise RunDirError("no runs to report.")
+    return list(dict.fromkeys(out))

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from .mpl import pyplot
 
 
 def plot_reliability(path: Path, bins: dict, ece: float, title: str = "Reliability diagram") -> Path:
     """Accuracy against confidence per bin (bars) with the diagonal of perfect calibration
     (Guo et al. 2017, Fig. 1); a bar below the diagonal means over-confidence."""
-    plt = _plt()
+    plt = pyplot()
     edges = np.asarray(bins["edges"])
     acc = np.nan_to_num(np.asarray(bins["accuracy"], dtype=float))
     conf = np.asarray(bins["confidence"], dtype=float)
@@ -51,7 +46,7 @@ def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes
         images: uint8 (k, 3, H, W) RGB, one per entry (in the entries' order).
         entries: :func:`cifarlab.evaluation.analysis.top_losses` rows.
     """
-    plt = _plt()
+    plt = pyplot()
     k = len(entries)
     rows = max(1, -(-k // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
@@ -70,7 +65,7 @@ def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes
 
 def plot_class_counts(path: Path, counts: dict[str, np.ndarray], classes: list[str]) -> Path:
     """Images per class for each split (``{"train": (C,), "test": (C,)}``)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.12 * n + 3), 3.2))
     w = 0.8 / max(len(counts), 1)
@@ -94,7 +89,7 @@ def plot_class_samples(path: Path, images: np.ndarray, labels: np.ndarray, class
     Args:
         images: uint8 (N, 3, H, W); labels: int (N,).
     """
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     shown = list(range(min(len(classes), max_classes)))
     fig, axes = plt.subplots(len(shown), per_class, figsize=(0.8 * per_class + 1.2, 0.8 * len(shown)),

@@ -1,7 +1,7 @@
 """Comparing finished runs: the comparison table and probability-averaging ensembles.
 
 Both read run directories only (``results.json`` and the cached ``predictions.npz``, computed once
-per run by :func:`cifarlab.inference.run_predictions`); nothing is retrained.
+per run by :func:`cifarlab.workflow.predictions.run_predictions`); nothing is retrained.
 """
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation.calibration import expected_calibration_error
-from .evaluation.ensemble import METHODS, EnsembleError, Member, combine, ensemble_weights, select_members
-from .inference import Predictions, run_predictions
-from .runs import RunDir, write_json
+from ..evaluation import Predictions
+from ..evaluation.calibration import expected_calibration_error
+from ..evaluation.ensemble import METHODS, EnsembleError, Member, combine, ensemble_weights, select_members
+from ..render.table import to_markdown, write_csv
+from ..runs import RunDir, write_json
+from .predictions import run_predictions
 
 
 def comparison_row(run_dir, data_dir: str | None = None) -> dict:
@@ -27,7 +29,7 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
     """
     rd = RunDir(run_dir)
     rd.require_complete()
-    r = rd.read_json("results.json")
+    r = rd.read_results()
     test = r["test"]
     ece = test.get("ece")
     if ece is None:  # runs from before ECE was recorded: from the cached predictions
@@ -47,8 +49,8 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
 
 
 def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
-    """Rows for ``run_dirs`` (in order); with ``out_dir``, also writes ``comparison.csv`` / ``.md``."""
-    from .report.table import to_markdown, write_csv
+    """Rows for ``run_dirs`` (run directories or :class:`~cifarlab.runs.Run` objects, in order);
+    with ``out_dir``, also writes ``comparison.csv`` / ``.md``."""
     rows = [comparison_row(p, data_dir) for p in run_dirs]
     if out_dir is not None:
         out = Path(out_dir)
@@ -87,16 +89,6 @@ def _same_validation(preds: dict[str, Predictions]) -> str | None:
             return (f"{names[0]} and {n} have different validation splits (val_size or split_seed differ); "
                     "weighted and greedy ensembles need one split for all runs. Use --method uniform.")
     return None
-
-
-def probs_metrics(probs: np.ndarray, labels: np.ndarray, p: Predictions) -> dict:
-    """top1/top5 (%), loss (nats), ECE (%), and superclass top-1 (%) when the dataset has one:
-    :func:`~cifarlab.evaluation.metrics.classification_metrics` of log-probabilities."""
-    import torch
-    from .evaluation.metrics import classification_metrics
-    logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)).astype(np.float32))
-    m = classification_metrics(logits, torch.from_numpy(labels), p.classes, p.coarse_of_fine, p.coarse_classes)
-    return {k: m[k] for k in ("top1", "top5", "loss", "ece", "superclass_top1") if k in m}
 
 
 def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = None, per_architecture: bool = False,
@@ -138,8 +130,7 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
     models = {n: RunDir(p).load_config().model for n, p in zip(names, paths)}
     members = [Member(n, models[n], preds[n].test_probs, preds[n].val_probs) for n in names]
     members, notes = select_members(members, ref.val_labels, min_val_acc)
-    labels = ref.test_labels
-    single = {m.name: probs_metrics(m.test_probs, labels, ref) for m in members}
+    single = {m.name: ref.metrics_of_probs(m.test_probs) for m in members}
     best_name = max(single, key=lambda n: single[n]["top1"])
     out = {"dataset": ref.dataset, "num_classes": len(ref.classes), "tta": ref.tta,
            "members": [{"run": m.name, "path": str(paths[names.index(m.name)]), "model": m.architecture,
@@ -150,7 +141,7 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
     for method in methods:
         w = ensemble_weights(method, members, ref.val_labels, per_architecture)
         probs = combine([m.test_probs for m in members], w)
-        metrics = probs_metrics(probs, labels, ref)
+        metrics = ref.metrics_of_probs(probs)
         entry = {"weights": {m.name: float(wi) for m, wi in zip(members, w) if wi > 0}, "test": metrics,
                  "gain_over_best_single": metrics["top1"] - single[best_name]["top1"]}
         if ref.val_labels is not None:

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .runs import RunDirError
+from ..runs import RunDirError
+from .predict import load_run_model
+from .setup import model_sizes
 
 
 class ExportWrapper(nn.Module):
@@ -48,12 +50,9 @@ def export_onnx(run_dir, out_path=None, opset: int = 18, check: bool = True, che
     Raises:
         RunDirError, CheckpointError; RuntimeError when the exporter or onnxruntime fails (message kept).
     """
-    from .api import _size_schedule
-    from .inference import load_run_model
-
     cfg, model, results = load_run_model(run_dir, device=torch.device("cpu"))
     model = model.float().to(memory_format=torch.contiguous_format).eval()
-    sizes = _size_schedule(cfg, model)
+    sizes = model_sizes(cfg, model)
     side = int(results.get("data_side", 32))
     wrapper = ExportWrapper(model, results["normalization"]["mean"], results["normalization"]["std"],
                             sizes[-1][1] if sizes else None, cfg.interpolation).eval()

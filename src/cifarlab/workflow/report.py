@@ -1,4 +1,4 @@
-"""Interpretation of runs and the HTML report (``cifarlab report``).
+"""Interpretation of runs and the HTML report (``cifarlab report``), drawn by :mod:`cifarlab.render`.
 
 ``interpret_run`` writes a run's interpretation figures into ``RUN/interpretation/``;
 ``build_report`` gathers runs (run directories, suite folders or suite files), their comparison
@@ -11,40 +11,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .runs import RunDir, RunDirError, write_json
-
-
-def resolve_runs(paths) -> list[Path]:
-    """Run directories named by ``paths``: a run directory, a folder of run directories (a suite's
-    output), or a suite YAML file (its output folder, in the suite's order).
-
-    Raises:
-        RunDirError: a path that is none of these.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file() and p.suffix in (".yaml", ".yml"):
-            from .suite import load_suite
-            suite = load_suite(p)
-            out += [suite.run_dir(r) for r in suite.runs if suite.run_dir(r).is_dir()]
-        elif (p / "config.yaml").is_file():
-            out.append(p)
-        elif p.is_dir():
-            found = sorted(d for d in p.iterdir() if (d / "config.yaml").is_file())
-            if not found:
-                raise RunDirError(f"{p} holds no run directories (folders with config.yaml).")
-            out += found
-        else:
-            raise RunDirError(f"{p} is not a run directory, a folder of runs or a suite file.")
-    if not out:
-        raise RunDirError("no runs to report.")
-    return list(dict.fromkeys(out))
+from ..data import load_dataset
+from ..evaluation import classification_metrics, confusion_matrix
+from ..evaluation.analysis import most_confused, top_losses
+from ..evaluation.calibration import reliability_bins
+from ..render import html as H
+from ..render.figures import write_confusion, write_per_class
+from ..render.interpret import plot_class_counts, plot_class_samples, plot_reliability, plot_top_losses
+from ..render.plots import plot_curves, plot_tradeoff
+from ..render.table import to_html
+from ..runs import INTERPRETATION_DIR, RunDir, write_json
+from .compare import compare_runs, ensemble_runs
+from .predictions import run_predictions
+from .suite_file import resolve_runs
 
 
 def _dataset_of(cfg, data_dir: str | None = None):
     """The run's dataset as it was trained on (never downloads)."""
-    from .data import load_dataset
     return load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=False, size=cfg.folder_size,
                         policy=cfg.resize_policy, progress=False)
 
@@ -61,19 +46,11 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
     Returns:
         The ``interpretation.json`` dict plus ``files`` (name -> path).
     """
-    from .evaluation.analysis import most_confused, top_losses
-    from .evaluation.calibration import reliability_bins
-    from .evaluation.metrics import classification_metrics, confusion_matrix
-    from .inference import run_predictions
-    from .report.figures import write_confusion, write_per_class
-    from .report.interpret import plot_reliability, plot_top_losses
-
     rd = RunDir(run_dir)
     preds = run_predictions(rd.path, data_dir=data_dir)
-    out = rd.path / "interpretation"
+    out = rd.path / INTERPRETATION_DIR
     out.mkdir(exist_ok=True)
     probs, labels, classes = preds.test_probs, preds.test_labels, preds.classes
-    import torch
     m = classification_metrics(torch.from_numpy(preds.test_logits), torch.from_numpy(labels), classes,
                                preds.coarse_of_fine, preds.coarse_classes)
     cm = np.array(m["confusion"])
@@ -107,7 +84,6 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
 
 def dataset_figures(ds, out_dir: Path) -> dict:
     """Class counts (train/test) and a sample grid per class for a loaded dataset."""
-    from .report.interpret import plot_class_counts, plot_class_samples
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = ds.num_classes
@@ -131,11 +107,6 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     Raises:
         RunDirError: a path is not a run/suite, or a run is incomplete (names what is missing).
     """
-    from .compare import compare_runs, ensemble_runs
-    from .report import html as H
-    from .report.plots import plot_curves, plot_tradeoff
-    from .report.table import to_html
-
     t0 = time.perf_counter()
     runs = resolve_runs(paths)
     for r in runs:
@@ -163,7 +134,6 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
         for ds_name, members in by_dataset.items():
             if len(members) < 2:
                 continue
-            from .inference import run_predictions
             has_val = all(run_predictions(m, data_dir=data_dir).val_logits is not None for m in members)
             try:
                 ensembles.append(ensemble_runs(members, ("uniform", "weighted", "greedy") if has_val else ("uniform",),
@@ -171,7 +141,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
             except ValueError as e:  # e.g. different validation splits: report why instead
                 ens_html.append(f"<p>{ds_name}: no ensemble ({e})</p>")
     for e in ensembles:
-        ens_html.append(_ensemble_html(e, H))
+        ens_html.append(_ensemble_html(e))
     if ens_html:
         sections.append(("Ensembles", "".join(ens_html)))
 
@@ -186,7 +156,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     for r, row in zip(runs, rows):
         ds = datasets.get(row["dataset"])
         info = interpret_run(r, test_images=ds.test.images if ds is not None else None, data_dir=data_dir)
-        per_run.append(_run_html(row, info, H))
+        per_run.append(_run_html(row, info))
     sections.append(("Interpretation", "".join(per_run)))
     for ds_name, ds in datasets.items():
         if ds is None:
@@ -202,7 +172,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     return out_file
 
 
-def _ensemble_html(e: dict, H) -> str:
+def _ensemble_html(e: dict) -> str:
     b = e["best_single"]
     rows = [[f"best single: {b['run']}", 1, f"{b['top1']:.2f}", f"{b['top5']:.2f}", f"{b['loss']:.3f}", f"{b['ece']:.2f}", ""]]
     for method, x in e["ensembles"].items():
@@ -216,7 +186,7 @@ def _ensemble_html(e: dict, H) -> str:
             + f"<p class='meta'>weights: {weights}</p>")
 
 
-def _run_html(row: dict, info: dict, H) -> str:
+def _run_html(row: dict, info: dict) -> str:
     f = info["files"]
     figs = [H.img(f["confusion_png"], f"confusion matrix {row['run']}", 520),
             H.img(f["reliability_png"], f"reliability diagram {row['run']}", 380)]

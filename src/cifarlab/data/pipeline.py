@@ -1,0 +1,79 @@
+"""Batches as the model sees them: resized on the device to the epoch's side, in the memory format
+the model runs in. Wraps any loader with :class:`~cifarlab.data.loader.DeviceLoader`'s interface
+(images in memory, shards)."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def size_schedule(img_size: int | None, img_sizes: list | None, default_side: int) -> list[tuple[int, int]] | None:
+    """``[(first_epoch, side), ...]`` for on-device resizing, or None to keep the data's 32x32.
+
+    Args:
+        img_size: one side for every epoch (config ``img_size``); None: ``default_side``.
+        img_sizes: a progressive schedule ``[[epoch, side], ...]`` (config ``img_sizes``); wins over ``img_size``.
+        default_side: the model's own input side (its pretrained config; 32 for the built-ins).
+    """
+    if img_sizes:
+        return sorted((int(e), int(sz)) for e, sz in img_sizes)
+    side = img_size or default_side
+    return None if side == 32 else [(0, int(side))]
+
+
+class Batches:
+    """A loader's batches resized on the device to the epoch's side (``F.interpolate``; a
+    progressive schedule allowed) and made channels_last when asked.
+
+    Yields ``(x, y)``: x float32 (B, 3, S, S) normalized, S the epoch's side; y int64 (B,).
+    Evaluation (:meth:`ordered`) uses the schedule's final side.
+    """
+
+    def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool):
+        self.loader, self.sizes, self.mode, self.channels_last = loader, sizes, interpolation, channels_last
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def side(self, epoch: int | None = None) -> int | None:
+        """The side of ``epoch`` (the final side when None); None when no resizing happens."""
+        if not self.sizes:
+            return None
+        if epoch is None:
+            return self.sizes[-1][1]
+        return [sz for e, sz in self.sizes if e <= epoch][-1] if epoch >= self.sizes[0][0] else self.sizes[0][1]
+
+    def smallest_side(self) -> int:
+        """The smallest side the model will be given, in pixels (the data's own side when no resizing)."""
+        data_side = int(self.loader.size[-1])
+        return min([self.side() or data_side] + [sz for _, sz in (self.sizes or [])])
+
+    def _tf(self, x: torch.Tensor, side: int | None) -> torch.Tensor:
+        if side is not None and side != x.shape[-1]:
+            kw = {"align_corners": False, "antialias": side < x.shape[-1]} if self.mode in ("bilinear", "bicubic") else {}
+            x = F.interpolate(x, size=(side, side), mode=self.mode, **kw)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        side = self.side(epoch)
+        for x, y in self.loader.epoch(epoch, start=start, stop=stop):
+            yield self._tf(x, side), y
+
+    def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        side = self.side()
+        for x, y in self.loader.ordered():
+            yield self._tf(x, side), y
+
+
+def take(batches: Iterable, n: int) -> torch.Tensor:
+    """The first ``n`` images of ``batches`` of ``(x, y)``, concatenated: (n, ...) (fewer if the
+    batches run out)."""
+    out, seen = [], 0
+    for x, _ in batches:
+        if seen >= n:
+            break
+        out.append(x)
+        seen += len(x)
+    return torch.cat(out)[:n]

@@ -1,0 +1,132 @@
+"""The model factory (timm's ``_factory.py`` habit): the one place that decides whether a name is a
+built-in or a timm model, which creation kwargs its input size needs, where its weights come from,
+and whether it can take the input size asked for.
+
+Every model it returns carries a ``pretrained_cfg`` dict (timm's own for timm models; for the
+built-ins one made from the registry's :class:`~cifarlab.models.registry.ModelCfg`, with ``mean``
+and ``std`` None meaning "normalize with the dataset's statistics"). :func:`data_config` reads it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, TrainConfig
+from .registry import is_registered, model_cfg, unknown_model
+from .timm_adapter import WeightsError, create_timm_model, input_size_kwargs, is_timm_model, load_weights_file
+
+# sides tried, in pixels, to name the smallest input a model takes (common CNN/ViT input sizes)
+_PROBE_SIDES = (16, 24, 32, 48, 64, 75, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384)
+
+
+def model_kind(name: str) -> str:
+    """``"builtin"`` (registered here; wins over a timm model of the same name) or ``"timm"``.
+
+    Raises:
+        UnknownModelError: neither (close matches from both listed).
+    """
+    if is_registered(name):
+        return "builtin"
+    if is_timm_model(name):
+        return "timm"
+    raise unknown_model(name)
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, weights=None, **kwargs) -> nn.Module:
+    """Build a built-in model or any timm model for ``num_classes`` outputs.
+
+    Args:
+        pretrained: timm's default pretrained weights (hub download); built-ins have none.
+        weights: a local weights file (see :func:`cifarlab.models.timm_adapter.load_weights_file`).
+        kwargs: builder / ``timm.create_model`` keyword arguments (override registered defaults).
+
+    Raises:
+        UnknownModelError: unknown name (close matches listed).
+        ConfigError: a keyword the builder does not accept (names it).
+        WeightsError: weights unavailable (offline) or not fitting the model.
+    """
+    if model_kind(name) == "builtin":
+        cfg = model_cfg(name)
+        if pretrained:
+            raise WeightsError(f"{name} is a built-in model without published pretrained weights; train it "
+                               "from scratch or load your own file with --weights PATH.")
+        try:
+            model = cfg.builder(num_classes=num_classes, **{**cfg.defaults, **kwargs})
+        except TypeError as e:
+            raise ConfigError(f"Bad model_kwargs for {name}: {e}. Defaults are {cfg.defaults}.") from None
+        model.pretrained_cfg = {"architecture": name, "input_size": cfg.input_size, "classifier": cfg.classifier,
+                                "mean": None, "std": None, "interpolation": "bilinear", "fixed_input_size": False,
+                                "source": "cifarlab"}
+    else:
+        try:
+            model = create_timm_model(name, num_classes, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"Bad model_kwargs for timm model {name}: {e}.") from None
+    if weights:
+        load_weights_file(model, weights)
+    return model
+
+
+def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_weights: bool = True) -> nn.Module:
+    """The model of a run config, seeded by ``cfg.seed``, on ``device`` (channels_last when asked).
+
+    timm models of a fixed input size (ViTs) get the creation kwargs for the side the run feeds
+    them (``img_size``, or the largest of ``img_sizes``); ``cfg.model_kwargs`` wins over those.
+    Weights come from ``cfg.weights`` / ``cfg.pretrained`` when ``load_weights`` (a run that will
+    load its own checkpoint passes False).
+
+    Raises:
+        UnknownModelError, ConfigError, WeightsError: as :func:`create_model`.
+    """
+    torch.manual_seed(cfg.seed)
+    kwargs = dict(cfg.model_kwargs)
+    if model_kind(cfg.model) == "timm":
+        side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
+        for k, v in input_size_kwargs(cfg.model, side, progressive=bool(cfg.img_sizes)).items():
+            kwargs.setdefault(k, v)
+    model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
+                         weights=cfg.weights if load_weights else None, **kwargs).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def data_config(model: nn.Module) -> dict:
+    """Input size (C, H, W), mean, std (in [0, 1] units) and interpolation the model expects.
+
+    timm models: their pretrained config (``timm.data.resolve_data_config``). Built-ins: their
+    registered input size and ``mean``/``std`` None, meaning "use the dataset's statistics".
+    """
+    pc = getattr(model, "pretrained_cfg", None) or {}
+    if pc.get("source") == "cifarlab":
+        return {k: pc[k] for k in ("input_size", "mean", "std", "interpolation", "fixed_input_size")}
+    from timm.data import resolve_data_config
+    cfg = resolve_data_config(model=model)
+    return {"input_size": tuple(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+            "interpolation": cfg.get("interpolation", "bilinear"), "fixed_input_size": bool(pc.get("fixed_input_size"))}
+
+
+def check_input_size(model: nn.Module, side: int, device: torch.device, name: str) -> None:
+    """Raise :class:`ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the
+    smallest side that works (probed with one zero image per candidate side)."""
+    def works(s: int) -> bool:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, s, s, device=device))
+            return True
+        except (RuntimeError, ValueError, AssertionError):
+            return False
+        finally:
+            model.train(was)
+    if works(side):
+        return
+    minimum = next((s for s in _PROBE_SIDES if s > side and works(s)), None)
+    hint = f" The smallest side that works is {minimum} pixels: use --set img_size={minimum}." if minimum else ""
+    raise ConfigError(f"Input size {side}x{side} is too small for {name}.{hint}")
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total": n, "trainable": n}`` parameter counts (elements, not bytes)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

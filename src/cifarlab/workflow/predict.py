@@ -1,0 +1,83 @@
+"""Using a finished run's model: rebuilt with its checkpoint, and applied to new image files."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import Batches, DeviceLoader, ImageArrays
+from ..data.images import ImageDecodeError, expand_paths, load_image
+from ..evaluation import predict_logits
+from ..models import build_model
+from ..runs import RunDir
+from ..runtime import resolve_device
+from ..training import load_model_checkpoint
+from .setup import model_sizes, precision_context
+
+
+def load_run_model(run_dir, checkpoint: str = "best", device: torch.device | None = None):
+    """Rebuild a finished run's model with its checkpoint, in eval mode.
+
+    Returns:
+        (config, model, results): results is ``results.json`` (classes, normalization, input side).
+
+    Raises:
+        RunDirError: incomplete run (names what is missing); CheckpointError: weights do not fit.
+    """
+    rd = RunDir(run_dir)
+    rd.require_complete()
+    cfg = rd.load_config()
+    results = rd.read_results()
+    device = device or resolve_device(cfg.device)
+    model = build_model(cfg, results["num_classes"], device, load_weights=False)
+    load_model_checkpoint(model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
+    return cfg, model.eval(), results
+
+
+def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, policy: str | None = None,
+                   batch_size: int = 256) -> dict:
+    """Classify image files (or folders of them, recursively) with a finished run's model.
+
+    Each image, of any size and mode, is converted to RGB and brought to the run's data size
+    (32x32 for CIFAR) by ``policy`` (default: the run's ``resize_policy``; see
+    :mod:`cifarlab.data.images`), then normalized and resized on the device exactly as the run's
+    test images were, and scored with the run's TTA level.
+
+    Returns:
+        ``{"run", "classes", "predictions": [{"file", "top": [{"class", "index", "probability"}]}],
+        "errors": [{"file", "error"}]}``; probabilities in [0, 1], ``top_k`` per image, best first.
+        Unreadable, corrupt and non-image files are listed in ``errors``; the others are predicted.
+
+    Raises:
+        RunDirError (incomplete run), CheckpointError; ValueError for ``top_k`` < 1 or a bad policy.
+    """
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    cfg, model, results = load_run_model(run_dir)
+    classes = results["classes"]
+    side = int(results.get("data_side", 32))
+    policy = policy or cfg.resize_policy
+    files, problems = expand_paths(paths)
+    errors = [{"file": path, "error": why} for path, why in problems]
+    images, ok = [], []
+    for f in files:
+        try:
+            images.append(load_image(f, side, policy))
+            ok.append(str(f))
+        except ImageDecodeError as e:
+            errors.append({"file": str(f), "error": e.reason})
+    preds = []
+    if images:
+        device = next(model.parameters()).device
+        arrays = ImageArrays(np.stack(images), np.zeros(len(images), dtype=np.int64), classes)
+        norm = results["normalization"]
+        loader = DeviceLoader(arrays, norm["mean"], norm["std"], batch_size=batch_size, device=device)
+        batches = Batches(loader, model_sizes(cfg, model), cfg.interpolation, cfg.channels_last)
+        logits, _ = predict_logits(model, batches.ordered(), precision_context(device, cfg.precision),
+                                   tta=cfg.tta if tta is None else tta)
+        probs = logits.float().softmax(1)
+        k = min(top_k, len(classes))
+        top_p, top_i = probs.topk(k, dim=1)
+        for f, ps, ids in zip(ok, top_p.tolist(), top_i.tolist()):
+            preds.append({"file": f, "top": [{"class": classes[i], "index": i, "probability": p}
+                                             for p, i in zip(ps, ids)]})
+    return {"run": str(run_dir), "classes": classes, "predictions": preds, "errors": errors}

@@ -1,0 +1,97 @@
+"""A run's predictions, computed once and cached in ``RUN/predictions.npz``; comparisons, ensembles
+and reports all read that file. The cache is keyed to the checkpoint's size and modification time
+and the TTA level, so retraining or re-evaluating invalidates it.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from ..evaluation import Predictions, predict_logits
+from ..runs import PREDICTIONS_FILE, RunDir
+from ..training import load_model_checkpoint
+from .setup import Setup, assemble
+
+
+def _cache_key(rd: RunDir, checkpoint: str, tta: int) -> dict:
+    st = rd.checkpoint(checkpoint).stat()
+    return {"checkpoint": checkpoint, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "tta": int(tta)}
+
+
+def save_predictions(run_dir, preds: Predictions, checkpoint: str = "best"):
+    """Write ``predictions.npz`` atomically (plain arrays and a JSON header; no pickles); returns its path."""
+    rd = RunDir(run_dir)
+    meta = {"key": _cache_key(rd, checkpoint, preds.tta), "dataset": preds.dataset, "classes": preds.classes,
+            "coarse_classes": preds.coarse_classes}
+    arrays = {"meta": np.array(json.dumps(meta)), "test_logits": preds.test_logits.astype(np.float32),
+              "test_labels": preds.test_labels.astype(np.int64)}
+    if preds.val_logits is not None:
+        arrays.update(val_logits=preds.val_logits.astype(np.float32), val_labels=preds.val_labels.astype(np.int64))
+    if preds.coarse_of_fine is not None:
+        arrays["coarse_of_fine"] = preds.coarse_of_fine.astype(np.int64)
+    tmp = rd.file(".predictions.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, rd.file(PREDICTIONS_FILE))
+    return rd.file(PREDICTIONS_FILE)
+
+
+def load_cached_predictions(run_dir, checkpoint: str = "best", tta: int | None = None) -> Predictions | None:
+    """The cached predictions if present and still matching the checkpoint and TTA level, else None."""
+    rd = RunDir(run_dir)
+    path = rd.file(PREDICTIONS_FILE)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if tta is not None and meta["key"]["tta"] != tta:
+                return None
+            if meta["key"] != _cache_key(rd, checkpoint, meta["key"]["tta"]):
+                return None
+            get = lambda k: z[k] if k in z.files else None
+            return Predictions(meta["dataset"], meta["classes"], meta["key"]["tta"], z["test_logits"],
+                               z["test_labels"], get("val_logits"), get("val_labels"), get("coarse_of_fine"),
+                               meta.get("coarse_classes"))
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is recomputed, never trusted
+
+
+def predictions_of(model: torch.nn.Module, s: Setup, test=None) -> Predictions:
+    """:class:`Predictions` of ``model`` on the setup's test (and val) splits at the config's TTA level.
+
+    ``test`` may pass already computed ``(logits, labels)`` tensors for the test split.
+    """
+    run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, tta=s.cfg.tta)
+    tl, ty = test if test is not None else run("test")
+    vl = vy = None
+    if s.pipes.get("val") is not None:
+        vl, vy = (t.numpy() for t in run("val"))
+    src = s.source
+    return Predictions(s.cfg.dataset, list(src.classes), s.cfg.tta, tl.numpy(), ty.numpy(), vl, vy,
+                       src.coarse_of_fine, list(src.coarse_classes) if src.coarse_classes else None)
+
+
+def run_predictions(run_dir, checkpoint: str = "best", data_dir: str | None = None,
+                    recompute: bool = False) -> Predictions:
+    """The run's test (and validation) TTA logits, from the cache or computed once and cached.
+
+    Raises:
+        RunDirError, CheckpointError, DataError (the dataset is needed to compute, not to read the cache).
+    """
+    rd = RunDir(run_dir)
+    rd.require_complete()
+    cfg = rd.load_config()
+    if not recompute:
+        cached = load_cached_predictions(rd.path, checkpoint, cfg.tta)
+        if cached is not None:
+            return cached
+    if data_dir is not None:
+        cfg = cfg.update({"data_dir": data_dir})
+    s = assemble(cfg, load_weights=False)
+    load_model_checkpoint(s.model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
+    preds = predictions_of(s.model, s)
+    save_predictions(rd.path, preds, checkpoint)
+    return preds

@@ -1,0 +1,86 @@
+"""Assembly: a run config becomes the device, the precision context, the dataset source, the model
+and the input pipelines, decided here once for every command (train, evaluate, lr-find, predict,
+export, predictions) and passed down.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, TrainConfig
+from ..data import Batches, DataSource, size_schedule, source_for, take
+from ..models import build_model, check_input_size, data_config
+from ..runtime import autocast, resolve_device
+
+# airbench's data-dependent init (patch whitening) looks at this many training images
+WHITENING_IMAGES = 5000
+
+
+@dataclass
+class Setup:
+    """What a command works with.
+
+    Attributes:
+        cfg: the resolved config; device: where tensors live; ctx: zero-argument callable giving
+        the precision context of a forward pass; source: the dataset; model: on ``device``;
+        pipes: ``{"train", "val", "test"}`` :class:`~cifarlab.data.Batches` (val None without a
+        split); normalization: ``{"mean": [3], "std": [3]}`` in [0, 1] units.
+    """
+    cfg: TrainConfig
+    device: torch.device
+    ctx: object
+    source: DataSource
+    model: nn.Module
+    pipes: dict
+    normalization: dict
+
+    def fresh_model(self) -> nn.Module:
+        """Another model of the same architecture (no weights loaded), e.g. to score a checkpoint."""
+        return build_model(self.cfg, self.source.num_classes, self.device, load_weights=False)
+
+
+def precision_context(device: torch.device, precision: str):
+    """The zero-argument precision-context factory handed to the training and evaluation code."""
+    return functools.partial(autocast, device, precision)
+
+
+def model_sizes(cfg: TrainConfig, model: nn.Module) -> list[tuple[int, int]] | None:
+    """The on-device resizing schedule of ``cfg`` for ``model`` (None: the data's own side)."""
+    return size_schedule(cfg.img_size, cfg.img_sizes, data_config(model)["input_size"][-1])
+
+
+def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights: bool = True,
+             dist_env=None, source: DataSource | None = None) -> Setup:
+    """Build everything a command needs for ``cfg``.
+
+    The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
+    when ``load_weights``; a fresh built-in model runs its data-dependent init (airbench whitening,
+    on the first :data:`WHITENING_IMAGES` training images). Normalization is the model's pretrained
+    config's, else the dataset's own statistics.
+
+    Raises:
+        ConfigError: a setting the data or model cannot honour (input too small, early stopping
+            without a validation split, train_size too large, shards with DDP...).
+        DataError, UnknownModelError, WeightsError: from the data and model layers.
+    """
+    device = device or resolve_device(cfg.device)
+    source = source or source_for(cfg)
+    model = build_model(cfg, source.num_classes, device, load_weights)
+    dc = data_config(model)
+    mean, std = (dc["mean"], dc["std"]) if dc["mean"] is not None else source.channel_stats()
+    rank, world = (dist_env.rank, dist_env.world) if dist_env is not None else (0, 1)
+    loaders = source.loaders(cfg, device, mean, std, rank, world)
+    sizes = size_schedule(cfg.img_size, cfg.img_sizes, dc["input_size"][-1])
+    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last) if v is not None else None)
+             for k, v in loaders.items()}
+    if cfg.early_stopping_patience and pipes["val"] is None:
+        raise ConfigError(f"early stopping needs a validation split, and {cfg.dataset} has none: set --val-size "
+                          "(e.g. 5000) or early_stopping_patience 0.")
+    check_input_size(model, pipes["test"].smallest_side(), device, cfg.model)
+    if load_weights and not (cfg.weights or cfg.pretrained) and hasattr(model, "init_from_data"):
+        model.init_from_data(take(loaders["train"].ordered(), WHITENING_IMAGES))
+    return Setup(cfg, device, precision_context(device, cfg.precision), source, model, pipes,
+                 {"mean": list(mean), "std": list(std)})

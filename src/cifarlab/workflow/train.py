@@ -1,0 +1,219 @@
+"""Training, rescoring and the learning-rate range test, as a user asks for them: ``train(config) ->
+Run``, ``evaluate(run)``, ``lr_find(config)``. Each resolves its config through
+:func:`cifarlab.recipes.resolve_config`, assembles through :mod:`.setup`, and records through
+:mod:`cifarlab.runs`.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, TrainConfig, config_diff
+from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
+from ..models import count_parameters
+from ..recipes import resolve_config
+from ..render import plot_lr_find, write_confusion, write_per_class
+from ..runs import EVALUATION_FILE, Results, Run, RunDir, RunDirError, generate_run_name, write_json
+from ..runtime import environment, resolve_device, tune_malloc
+from ..training import (distributed, fit, fit_linear_probe, load_model_checkpoint, load_train_state, load_weights,
+                        lr_range_test)
+from .predictions import predictions_of, save_predictions
+from .setup import Setup, assemble
+
+
+def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
+    """The config a call asks for: a :class:`TrainConfig` as given (then ``overrides``); a mapping
+    or a YAML file's path as the file level of :func:`~cifarlab.recipes.resolve_config`; None: the recipe."""
+    if isinstance(config, TrainConfig):
+        return config.update(overrides).validate()
+    return resolve_config(config, overrides)
+
+
+def check_resume_compatible(saved: TrainConfig, new: TrainConfig, path: Path) -> None:
+    """Raise :class:`ConfigError` when ``new`` changes keys a saved training state cannot follow
+    (anything outside :data:`cifarlab.config.RESUME_SAFE_KEYS`), naming each change."""
+    diff = config_diff(saved, new)
+    if diff:
+        details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"Cannot resume {path}: the config changed in ways the saved training state "
+                          f"cannot follow ({details}). Resume without these overrides, or start a new run "
+                          f"with --run-dir.")
+
+
+def _start(cfg: TrainConfig, run_dir, env) -> RunDir:
+    rd = RunDir(distributed.broadcast_object(str(run_dir or Path("runs") / generate_run_name(cfg)), env))
+    if env.is_main and rd.has_run():
+        raise RunDirError(f"{rd.path} already holds a run. Resume it with --resume {rd.path} or choose "
+                          "another --run-dir.")
+    if env.is_main:
+        rd.create()
+    return rd
+
+
+def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+          resume: str | os.PathLike | None = None, callbacks: tuple = (), **overrides) -> Run:
+    """Train, score on the test set once, and record everything in a run directory.
+
+    Args:
+        config: a :class:`TrainConfig` (used as is), a mapping or YAML file of keys (layered over
+            the recipe), or None (the tuned recipe of ``overrides['dataset']``, default cifar10).
+        run_dir: where to write (default ``runs/<generated name>``).
+        resume: an interrupted run directory to continue; its saved config is used, and
+            ``config``/``overrides`` may only change keys in :data:`~cifarlab.config.RESUME_SAFE_KEYS`.
+        callbacks: passed to :func:`cifarlab.training.fit`.
+        overrides: config keys, e.g. ``epochs=2``.
+
+    Returns:
+        :class:`~cifarlab.runs.Run` whose ``results`` follow :class:`~cifarlab.runs.Results`.
+
+    Raises:
+        ConfigError, DataError, RunDirError, UnknownModelError, WeightsError, TrainingDiverged,
+        TrainingInterrupted.
+    """
+    t0 = time.perf_counter()
+    tune_malloc()
+    state = weights = None
+    if resume is not None:
+        rd = RunDir(resume)
+        saved = rd.load_config()
+        cfg = (config if isinstance(config, TrainConfig) else saved).update(overrides).validate()
+        check_resume_compatible(saved, cfg, rd.path)
+        if rd.is_complete():
+            raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
+        state, weights = load_train_state(rd.train_state()), load_weights(rd.checkpoint("last"))
+    else:
+        cfg = run_config(config, overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = distributed.init(cfg.device)
+    if env.enabled:
+        if cfg.strategy not in ("scratch", "full"):
+            raise ConfigError(f"distributed training supports strategy scratch or full, not {cfg.strategy!r}: "
+                              "freezing changes which parameters DDP synchronizes. Run it in one process.")
+        if cfg.batch_size % env.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} processes.")
+    device = distributed.device_for(env, resolve_device(cfg.device))
+    if resume is None:
+        rd = _start(cfg, run_dir, env)
+    if env.is_main:
+        rd.save_config(cfg)
+        rd.set_status("running")
+    distributed.barrier(env)
+
+    # On resume the weights come from checkpoint-last, except for a cached linear probe, whose
+    # checkpoints hold only the classifier: its backbone must be loaded again.
+    probe = cfg.strategy == "linear-probe" and cfg.feature_cache
+    s = assemble(cfg, device, load_weights=resume is None or probe, dist_env=env)
+    prep_seconds = time.perf_counter() - t0
+    val_fn = None
+    if s.pipes["val"] is not None:
+        val_fn = lambda m: loss_and_top1(*predict_logits(m, s.pipes["val"].ordered(), s.ctx, tta=0))
+    cache_info = None
+    if probe:
+        result, cache_info = fit_linear_probe(s.model, s.pipes, cfg, rd, device, s.source.location, s.ctx,
+                                              loss_and_top1, resume=state, resume_weights=weights, callbacks=callbacks)
+    else:
+        result = fit(s.model, s.pipes["train"], cfg, rd, device, val_fn=val_fn, resume=state, resume_weights=weights,
+                     callbacks=callbacks, dist_env=env, ctx=s.ctx)
+    if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
+        distributed.shutdown(env)
+        return Run(rd.path, cfg, [], {})
+    results = _score(s, rd, result, t0, prep_seconds)
+    if cache_info is not None:
+        results.feature_cache = cache_info
+    if env.enabled:
+        results.distributed = {"world_size": env.world, "backend": torch.distributed.get_backend()}
+    rd.write_results(results)
+    rd.set_status("complete")
+    distributed.shutdown(env)
+    return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
+
+
+def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Results:
+    """Score the selected weights on the test set once, cache the predictions, gather the results."""
+    cfg, src = s.cfg, s.source
+    eval_model = s.fresh_model()
+    eval_model.load_state_dict(result.eval_state)
+    t_eval = time.perf_counter()
+    logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta)
+    eval_seconds = time.perf_counter() - t_eval
+    test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
+    # cached for comparisons, ensembles and reports (val logits too, when a split exists)
+    save_predictions(rd.path, predictions_of(eval_model, s, test=(logits, labels)))
+    example = next(iter(s.pipes["test"].ordered()))[0]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return Results(
+        dataset=cfg.dataset, model=cfg.model, strategy=cfg.strategy, num_classes=src.num_classes,
+        classes=src.classes, test=test, tta=cfg.tta, input_side=s.pipes["test"].side() or 32,
+        data_side=int(s.pipes["test"].loader.size[-1]), train_images=s.pipes["train"].loader.num_images,
+        best_epoch=result.best_epoch + 1, epochs_run=result.epochs_run, stopped_early=result.stopped_early,
+        parameters=count_parameters(s.model),
+        model_size_bytes=sum(t.numel() * t.element_size() for t in result.eval_state.values()),
+        train_seconds=result.train_seconds, prep_seconds=prep_seconds, test_eval_seconds=eval_seconds,
+        wall_seconds=time.perf_counter() - t0,
+        train_images_per_s=result.images_seen / max(result.train_seconds, 1e-9),
+        inference_images_per_s=inference_throughput(eval_model, example, s.ctx),
+        peak_memory_bytes=peak if s.device.type == "cpu" else int(torch.cuda.max_memory_allocated(s.device)),
+        peak_rss_bytes=peak, normalization=s.normalization, data_source=src.location, data_notes=src.notes,
+        environment=environment(s.device))
+
+
+def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | None = None,
+             data_dir: str | None = None) -> dict:
+    """Rescore a run's checkpoint on the test set and write the interpretation files.
+
+    Writes into the run directory: ``evaluation.json``, ``confusion_matrix.csv``,
+    ``confusion_matrix.png`` (row-normalized), ``per_class.csv`` and ``per_class.md``.
+
+    Returns:
+        The metrics dict (same keys as ``results.json['test']``, plus ``checkpoint`` and ``tta``).
+
+    Raises:
+        RunDirError (incomplete run), CheckpointError, DataError.
+    """
+    tune_malloc()
+    rd = RunDir(run_dir)
+    rd.require_complete()
+    cfg = rd.load_config()
+    if data_dir is not None:
+        cfg = cfg.update({"data_dir": data_dir})
+    s = assemble(cfg, load_weights=False)
+    load_model_checkpoint(s.model, rd.checkpoint(checkpoint), cfg.model)
+    level = cfg.tta if tta is None else tta
+    logits, labels = predict_logits(s.model, s.pipes["test"].ordered(), s.ctx, tta=level)
+    metrics = classification_metrics(logits, labels, s.source.classes, s.source.coarse_of_fine,
+                                     s.source.coarse_classes)
+    metrics["checkpoint"], metrics["tta"] = checkpoint, level
+    rd.write_json(EVALUATION_FILE, metrics)
+    write_confusion(rd.path, np.array(metrics["confusion"]), s.source.classes)
+    write_per_class(rd.path, metrics, s.source.classes)
+    return metrics
+
+
+def lr_find(config: TrainConfig | dict | str | os.PathLike | None = None, out_dir: str | os.PathLike = "lr_find",
+            start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100, **overrides) -> dict:
+    """LR range test on the configured data, model and strategy; writes ``lr_find.png`` and
+    ``lr_find.json`` in ``out_dir`` and returns the curve with ``valley`` and ``steepest`` suggestions
+    (learning rates of the main parameter group, ``cfg.lr``'s role). ``config`` as in :func:`train`.
+
+    Raises: ConfigError, DataError, UnknownModelError, WeightsError (as :func:`train`).
+    """
+    tune_malloc()
+    cfg = run_config(config, overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"Cannot write {out}: {e.strerror}.") from None
+    s = assemble(cfg)
+    result = lr_range_test(s.model, s.pipes["train"], cfg, s.ctx, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    write_json(out / "lr_find.json", {**result, "config": cfg.to_dict()})
+    plot_lr_find(out / "lr_find.png", result)
+    return result

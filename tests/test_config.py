@@ -1,0 +1,124 @@
+"""Config resolution (recipes.resolve_config): defaults < recipe < config file < overrides, the
+same for the CLI, the Python API, suites and lr-find; a run's saved config.yaml re-runs it exactly."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import cifarlab
+from cifarlab import ConfigError, TrainConfig
+from cifarlab.cli import main as cli_main
+from cifarlab.config import RESUME_SAFE_KEYS, config_diff, parse_dataset, read_config_file
+from cifarlab.recipes import GENERIC, RECIPES, recipe_config, resolve_config
+from cifarlab.runs import Run
+from cifarlab.workflow import load_suite
+
+
+def test_no_file_no_overrides_is_the_cifar10_recipe():
+    cfg = resolve_config()
+    assert cfg == recipe_config("cifar10")
+    assert cfg.epochs == RECIPES["cifar10"]["epochs"] != TrainConfig().epochs
+
+
+def test_every_key_of_a_file_wins_over_the_recipe_even_at_its_default_value():
+    """The bug this resolution fixes: `epochs: 8.0` (the dataclass default) came back as the recipe's 11."""
+    file = {"epochs": TrainConfig().epochs, "channels_last": False, "label_smoothing": 0.0}
+    cfg = resolve_config(file)
+    assert cfg.epochs == 8.0 and cfg.channels_last is False and cfg.label_smoothing == 0.0
+    assert cfg.batch_size == RECIPES["cifar10"]["batch_size"]  # keys the file lacks keep the recipe's
+
+
+def test_a_timm_model_file_keeps_its_optimizer_tta_and_memory_format():
+    """A resnet18 run saved with muon, TTA 2 and channels_last false came back as SGD, TTA 1, channels_last."""
+    cfg = resolve_config({"model": "resnet18", "optimizer": "muon", "tta": 2, "channels_last": False})
+    assert (cfg.optimizer, cfg.tta, cfg.channels_last) == ("muon", 2, False)
+    assert cfg.schedule == GENERIC["schedule"]  # the rest is the generic (non-airbench) recipe
+
+
+@pytest.mark.parametrize("file, overrides, key, want", [
+    ({}, {}, "model", "airbench94"),                                          # recipe
+    ({"dataset": "cifar100"}, {}, "model", "airbench_res"),                   # the file's dataset picks the recipe
+    ({"dataset": "cifar100"}, {"dataset": "cifar10"}, "model", "airbench94"),  # the override's dataset wins
+    ({"model": "resnet18"}, {}, "optimizer", "sgd"),                           # the file's model picks GENERIC
+    ({"model": "resnet18"}, {"model": "airbench94"}, "optimizer", "muon"),     # the override's model wins
+    ({"epochs": 3}, {"epochs": 5}, "epochs", 5.0),                             # overrides over the file
+    ({"lr": 0.1}, {}, "lr", 0.1),                                              # the file over the recipe
+    ({"folder_size": 32}, {"dataset": "folder:x"}, "epochs", RECIPES["cifar10"]["epochs"]),  # folders: cifar10 recipe
+])
+def test_precedence_table(file, overrides, key, want):
+    assert getattr(resolve_config(file, overrides), key) == want
+
+
+def test_a_file_path_is_read_and_named_in_errors(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 2\nseed: 4\n")
+    assert resolve_config(good).seed == 4
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("epoch: 2\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml.*Did you mean epochs"):
+        resolve_config(bad)
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x81\x82 not text")
+    with pytest.raises(ConfigError, match="weights.yaml"):
+        read_config_file(binary)
+
+
+def test_dataset_strings_are_parsed_in_one_place():
+    assert parse_dataset("cifar100").kind == "cifar100" and parse_dataset("cifar100").path is None
+    spec = parse_dataset("shards:/x/y")
+    assert (spec.kind, spec.path, str(spec)) == ("shards", "/x/y", "shards:/x/y")
+    assert parse_dataset("photos", bare_path="folder").kind == "folder"
+    with pytest.raises(ConfigError, match="Did you mean cifar10"):
+        parse_dataset("cifar-10")
+    with pytest.raises(ConfigError, match="names no path"):
+        parse_dataset("store:")
+
+
+def test_config_diff_ignores_only_the_resume_safe_keys():
+    a = recipe_config("cifar10")
+    b = a.update({"device": "cpu", "progress": False, "epochs": 2})
+    assert config_diff(a, b) == {"epochs": (a.epochs, 2.0)}
+    assert {"device", "progress"} <= RESUME_SAFE_KEYS
+
+
+def test_suites_resolve_like_the_cli(tmp_path):
+    """A suite's run = resolve_config(defaults + the run's keys, command-line overrides)."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text("defaults: {dataset: cifar100, epochs: 8.0}\nruns:\n  - name: a\n    model: resnet18\n"
+                     "    tta: 2\n  - name: b\n")
+    s = load_suite(suite, {"seed": 7})
+    a, b = (r.config for r in s.runs)
+    assert a == resolve_config({"dataset": "cifar100", "epochs": 8.0, "model": "resnet18", "tta": 2}, {"seed": 7})
+    assert (a.optimizer, a.tta, a.epochs, a.seed) == ("sgd", 2, 8.0, 7)
+    assert (b.model, b.epochs) == ("airbench_res", 8.0)  # cifar100 recipe, the suite's epochs
+
+
+def test_the_python_api_takes_a_mapping_or_a_file_like_the_cli(cifar10_dir, tmp_path):
+    keys = {"data_dir": str(cifar10_dir), "download": False, "model_kwargs": {"widths": [8, 16, 16]},
+            "batch_size": 50, "eval_batch_size": 64, "whiten_bias_epochs": 1, "progress": False, "tta": 0}
+    run = cifarlab.train(keys, run_dir=tmp_path / "a", epochs=1)
+    assert run.config == resolve_config(keys, {"epochs": 1})
+    assert run.config.epochs == 1 and run.config.optimizer == "muon" and run.config.channels_last is True
+
+
+def test_a_saved_config_reproduces_its_run_exactly(cifar10_dir, tmp_path, capsys):
+    """Train with default-valued keys that differ from the recipe (epochs 8.0, channels_last false,
+    label smoothing 0.2 is both) and non-default ones; re-run config.yaml through the CLI; the two
+    resolved configs agree key by key and the two runs' metrics agree."""
+    first_cfg = tmp_path / "first.yaml"
+    first_cfg.write_text(yaml.safe_dump({
+        "data_dir": str(cifar10_dir), "download": False, "model_kwargs": {"widths": [8, 16, 16]}, "batch_size": 100,
+        "eval_batch_size": 64, "epochs": 8.0, "channels_last": False, "whiten_bias_epochs": 1, "seed": 3,
+        "tta": 1, "progress": False}))
+    assert cli_main(["train", "--config", str(first_cfg), "--run-dir", str(tmp_path / "a")]) == 0
+    first = Run.load(tmp_path / "a")
+    assert first.config.epochs == 8.0 and first.config.channels_last is False and first.config.seed == 3
+    assert cli_main(["train", "--config", str(tmp_path / "a" / "config.yaml"), "--run-dir", str(tmp_path / "b")]) == 0
+    second = Run.load(tmp_path / "b")
+    for key, value in first.config.to_dict().items():
+        assert getattr(second.config, key) == value, key
+    assert len(first.metrics) == len(second.metrics) == 8
+    for r1, r2 in zip(first.metrics, second.metrics):
+        assert (r1["train_loss"], r1["train_top1"], r1["step"]) == (r2["train_loss"], r2["train_top1"], r2["step"])
+    assert first.results["test"]["top1"] == second.results["test"]["top1"]
+    assert first.results["test"]["loss"] == second.results["test"]["loss"]
