@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from cifarlab.cli import main as cli_main
-from cifarlab.workflow import compare_runs, ensemble_runs
 from cifarlab.evaluation.ensemble import EnsembleError
-from cifarlab.workflow import load_cached_predictions, run_predictions
 from cifarlab.render.table import to_text
-from cifarlab.runs import RunDirError
-from cifarlab.workflow import SuiteError, load_suite, run_suite
+from cifarlab.runs import Run, RunDirError
+from cifarlab.workflow import (SuiteError, compare_runs, ensemble_runs, load_cached_predictions, load_suite,
+                               run_predictions, run_suite)
 
 
 def test_training_caches_predictions_matching_results(runs):
@@ -54,6 +53,15 @@ def test_comparison_rows_and_tables(runs, tmp_path):
     assert md.count("\n") == 5 and "| lenet | lenet |" in md and "ECE %" in md
     text = to_text(rows)
     assert len(text.splitlines()) == 5 and "superclass %" in text
+
+
+def test_run_objects_work_where_run_directories_do(runs):
+    """The package docstring's use: cifarlab.train returns Run objects; compare and ensemble take them."""
+    a, b = Run.load(runs["ab-s0"]), Run.load(runs["ab-s1"])
+    assert compare_runs([a, b]) == compare_runs([runs["ab-s0"], runs["ab-s1"]])
+    by_run, by_path = ensemble_runs([a, b], ["uniform"]), ensemble_runs([runs["ab-s0"], runs["ab-s1"]], ["uniform"])
+    assert by_run["ensembles"]["uniform"]["test"] == by_path["ensembles"]["uniform"]["test"]
+    assert [m["run"] for m in by_run["members"]] == ["ab-s0", "ab-s1"]
 
 
 def test_ensemble_methods_match_manual_average(runs, tmp_path):

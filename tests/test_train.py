@@ -97,7 +97,7 @@ def test_resume_with_incompatible_config_is_refused(cifar10_dir, tmp_path):
 
 def test_evaluate_reproduces_test_accuracy_and_writes_files(cifar10_dir, tmp_path):
     run = cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
-    m = cifarlab.evaluate(run.path)
+    m = cifarlab.evaluate(run)  # a Run works where its directory does
     assert m["top1"] == run.results["test"]["top1"]
     for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.csv", "per_class.md", "evaluation.json"):
         assert (run.path / name).is_file(), name

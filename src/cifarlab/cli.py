@@ -7,10 +7,15 @@ imported inside :func:`main` so that ``cifarlab --help`` answers without loading
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import signal
 import sys
+import time
+import warnings
+from pathlib import Path
 
-from .config import ConfigError, parse_overrides
+from .config import ConfigError, parse_dataset, parse_overrides
 
 DESCRIPTION = ("Image classification on CIFAR-10, CIFAR-100 and image folders: train, evaluate, compare, "
                "ensemble, report, predict and export. 'cifarlab COMMAND --help' describes each command.")
@@ -143,7 +148,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _analysis_command(args) -> int:
-    from . import workflow
+    from . import workflow  # here, not at the top: `cifarlab --help` answers without loading torch
     if args.command == "compare":
         from .render.table import to_text
         overrides = parse_overrides(args.set)
@@ -176,7 +181,6 @@ def _analysis_command(args) -> int:
             print(f"wrote {args.out}/ensemble.json and ensemble.md")
         return 0
     if args.command == "report":
-        import time
         t = time.perf_counter()
         path = workflow.build_report(args.paths, args.out, title=args.title, data_dir=args.data_dir)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
@@ -199,9 +203,6 @@ def _analysis_command(args) -> int:
 
 
 def _data_command(args) -> int:
-    import time
-    from pathlib import Path
-    from .config import parse_dataset
     from .data import DataError, open_source
     from .data.store import pack_dataset, store_info
     if args.data_command == "info":
@@ -242,7 +243,6 @@ def _print_predictions(res: dict, fmt: str) -> None:
         print(json.dumps(res, indent=2))
         return
     if fmt == "csv":
-        import csv
         w = csv.writer(sys.stdout)
         w.writerow(["file", "rank", "class", "probability"])
         for p in res["predictions"]:
@@ -254,7 +254,6 @@ def _print_predictions(res: dict, fmt: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
     warnings.formatwarning = _one_line_warning  # a user needs the message, not our source line
     args = build_parser().parse_args(argv)
     try:
@@ -266,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
         from . import workflow
         from .training import TrainingInterrupted
         if args.command == "train":
-            import signal
             # a scheduler's SIGTERM saves the position like Ctrl-C does
             signal.signal(signal.SIGTERM, signal.default_int_handler)
             if args.resume and args.config:

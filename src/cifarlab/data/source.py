@@ -18,8 +18,11 @@ import torch
 
 from ..config import ConfigError, DatasetSpec, TrainConfig, parse_dataset
 from .cifar import DataError, Dataset, load_cifar
+from .folder import load_image_folder
 from .loader import DeviceLoader, channel_stats
+from .shards import ShardLoader, read_shard_meta
 from .split import split_train_val, stratified_split
+from .store import open_store
 
 
 class DataSource:
@@ -107,7 +110,6 @@ class ShardSource(DataSource):
     """``shards:PATH``: splits streamed from WebDataset shards (:class:`~cifarlab.data.shards.ShardLoader`)."""
 
     def __init__(self, spec: DatasetSpec):
-        from .shards import read_shard_meta
         self.spec, self.folder = spec, Path(spec.path)
         self.meta = read_shard_meta(self.folder)
         self.name = self.meta.get("name", self.folder.name)
@@ -121,7 +123,6 @@ class ShardSource(DataSource):
                         f"--dataset {self.spec}, or pack the source into a store to load it.")
 
     def loaders(self, cfg, device, mean, std, rank=0, world=1):
-        from .shards import ShardLoader
         if world > 1:
             raise ConfigError("distributed training reads in-memory datasets; shards stream in one process.")
         has_val = "val" in self.meta["splits"]
@@ -156,10 +157,8 @@ def open_source(name: str | DatasetSpec, data_dir=None, download: bool = True, s
     if spec.kind == "shards":
         return ShardSource(spec)
     if spec.kind == "folder":
-        from .folder import load_image_folder
         ds = load_image_folder(spec.path, size, policy, progress=progress)
     elif spec.kind == "store":
-        from .store import open_store
         ds = open_store(Path(spec.path))
     else:
         ds = load_cifar(spec.kind, data_dir, download)

@@ -14,6 +14,8 @@ from typing import Callable
 
 from torch import nn
 
+from .timm_adapter import timm_names
+
 
 class UnknownModelError(KeyError):
     """No model of that name; the message lists close matches."""
@@ -57,7 +59,6 @@ def is_registered(name: str) -> bool:
 
 def unknown_model(name: str) -> UnknownModelError:
     """The error for a name neither registered here nor known to timm, with close matches from both."""
-    from .timm_adapter import timm_names
     pool = list(_REGISTRY) + timm_names()
     close = difflib.get_close_matches(name, pool, n=4, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
