@@ -73,14 +73,19 @@ def cifar100_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_cifar(tmp_path_factory) -> Path:
-    """The real CIFAR-10/100 from ../shared/data, materialized once; skipped when absent.
+    """The real CIFAR-10/100 from ../shared/data, materialized once; skipped when absent, and a
+    failure instead when ``CIFARLAB_REQUIRE_E2E`` is set (``.ci/run`` sets it: CI always has the data).
 
     ``CIFARLAB_E2E_DATA`` names a folder already materialized (``.ci/run`` sets it).
     """
+    folders = ("cifar-10-batches-py", "cifar-100-python")
     ready = os.environ.get("CIFARLAB_E2E_DATA")
-    if ready and (Path(ready) / "cifar-10-batches-py").is_dir():
+    if ready and all((Path(ready) / f).is_dir() for f in folders):
         return Path(ready)
     if not (SHARED_DATA / "materialize.py").is_file():
+        if os.environ.get("CIFARLAB_REQUIRE_E2E"):
+            pytest.fail(f"CIFARLAB_REQUIRE_E2E is set but {SHARED_DATA} is missing and CIFARLAB_E2E_DATA "
+                        f"({ready!r}) does not hold {' and '.join(folders)}")
         pytest.skip("../shared/data is not present")
     out = tmp_path_factory.mktemp("shared-cifar")
     subprocess.run([sys.executable, str(SHARED_DATA / "materialize.py"), "--out", str(out)], check=True,

@@ -51,7 +51,22 @@ def test_tta_weights_sum_to_one_and_views_have_input_shape():
         assert all(v.shape == x.shape for _, v in views)
 
 
-def test_train_batches_shape_dtype_and_normalization():
+def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
+    x = torch.randn(2, 3, 8, 8)
+    (w0, v0), = tta_views(x, 0)
+    assert w0 == 1.0 and torch.equal(v0, x)
+    (_, a), (_, m) = tta_views(x, 1)
+    assert torch.equal(a, x) and torch.equal(m, x[..., torch.arange(7, -1, -1)])  # the mirror, column by column
+    views = tta_views(x, 2)
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    down_right, down_right_mirror, up_left, up_left_mirror = (v for _, v in views[2:])
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])    # content moved one pixel down and right
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])       # content moved one pixel up and left
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])       # the new edge is reflected, not zero
+    assert torch.equal(down_right_mirror, down_right.flip(-1)) and torch.equal(up_left_mirror, up_left.flip(-1))
+
+
+def test_train_batches_shape_dtype_and_augmentation_range():
     loader = DeviceLoader(_arrays(), [0.5] * 3, [0.25] * 3, batch_size=16, train=True, flip="random",
                           translate=2, cutout=4, seed=0)
     batches = list(loader.epoch(0))
@@ -59,9 +74,25 @@ def test_train_batches_shape_dtype_and_normalization():
     x, y = batches[0]
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert x.min() >= -2.0 - 1e-6 and x.max() <= 2.0 + 1e-6  # (0-0.5)/0.25 .. (1-0.5)/0.25
-    # each epoch covers distinct images (a permutation)
-    labels = torch.cat([b[1] for b in batches])
-    assert len(labels) == 64
+
+
+def test_an_epoch_is_a_permutation_normalized_per_channel():
+    """Unaugmented training batches: undoing (x - mean) / std gives back every image exactly once,
+    and the epoch's per-channel mean and std are the hand-computed ones."""
+    arrays = _arrays()
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.3, 0.25]   # different per channel: a swap or a missing step shows
+    loader = DeviceLoader(arrays, mean, std, batch_size=16, train=True, seed=3)
+    x = torch.cat([b for b, _ in loader.epoch(0)])
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    pixels = ((x * s + m) * 255).round().to(torch.uint8).numpy()
+    index = {img.tobytes(): i for i, img in enumerate(arrays.images)}
+    order = [index[p.tobytes()] for p in pixels]
+    assert sorted(order) == list(range(64)) and order != list(range(64))  # every image once, shuffled
+    ref = arrays.images.astype(np.float64) / 255
+    want_mean = (ref.mean(axis=(0, 2, 3)) - mean) / std
+    want_std = ref.std(axis=(0, 2, 3)) / std
+    assert np.allclose(x.mean(dim=(0, 2, 3)).numpy(), want_mean, atol=1e-5)
+    assert np.allclose(x.std(dim=(0, 2, 3), unbiased=False).numpy(), want_std, atol=1e-5)
 
 
 def test_epochs_replay_exactly_and_differ_between_epochs():

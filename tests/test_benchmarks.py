@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,4 +20,8 @@ def test_recipe_benchmark_runs_and_records_a_curve(cifar10_dir, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     summary = json.loads((tmp_path / "results" / "cifar10-recipe.json").read_text())
     assert len(summary["runs"]) == 2 and len(summary["runs"][0]["curve"]) == 2
-    assert 0 <= summary["mean_top1"] <= 100 and "| seed |" in p.stdout
+    tops = [r["test_top1"] for r in summary["runs"]]
+    assert summary["mean_top1"] == pytest.approx(sum(tops) / 2) and tops[0] != tops[1]   # two seeds, their mean
+    for r in summary["runs"]:   # each run's figure is its run directory's result
+        assert r["test_top1"] == json.loads((Path(r["run_dir"]) / "results.json").read_text())["test"]["top1"]
+    assert [c["epoch"] for c in summary["runs"][0]["curve"]] == [1, 2] and "| seed |" in p.stdout

@@ -9,11 +9,19 @@ import numpy as np
 import pytest
 
 from cifarlab.cli import main as cli_main
-from cifarlab.evaluation.ensemble import EnsembleError
+from cifarlab.evaluation.ensemble import EnsembleError, greedy_selection
 from cifarlab.render.table import to_text
 from cifarlab.runs import Run, RunDirError
 from cifarlab.workflow import (SuiteError, compare_runs, ensemble_runs, load_cached_predictions, load_suite,
                                run_predictions, run_suite)
+
+
+def _ece_by_definition(probs, labels, bins=15):
+    """Guo et al. 2017: sum over 15 equal-width confidence bins of (share of images) x |accuracy - confidence|, in %."""
+    conf, right = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    return 100 * sum(((conf > lo) & (conf <= hi)).mean() * abs(right[m].mean() - conf[m].mean())
+                     for lo, hi in zip(edges[:-1], edges[1:]) if (m := (conf > lo) & (conf <= hi)).any())
 
 
 def test_training_caches_predictions_matching_results(runs):
@@ -21,7 +29,8 @@ def test_training_caches_predictions_matching_results(runs):
     assert p is not None and p.val_logits is not None and p.val_logits.shape == (50, 10)
     r = json.loads((runs["ab-s0"] / "results.json").read_text())
     assert 100 * (p.test_logits.argmax(1) == p.test_labels).mean() == pytest.approx(r["test"]["top1"], abs=1e-4)
-    assert r["test"]["ece"] >= 0 and r["data_side"] == 32
+    assert r["test"]["ece"] == pytest.approx(_ece_by_definition(p.test_probs, p.test_labels), abs=1e-6)
+    assert r["data_side"] == 32
 
 
 def test_prediction_cache_is_invalidated_by_a_new_checkpoint(runs, tmp_path):
@@ -74,8 +83,15 @@ def test_ensemble_methods_match_manual_average(runs, tmp_path):
     val_acc = np.array([(p.val_logits.argmax(1) == p.val_labels).mean() for p in preds])
     w = res["ensembles"]["weighted"]["weights"]
     assert [w[n] for n in ("ab-s0", "ab-s1", "lenet")] == pytest.approx(list(val_acc / val_acc.sum()))
+    weighted = sum(w[n] * p.test_probs for n, p in zip(("ab-s0", "ab-s1", "lenet"), preds))
+    assert res["ensembles"]["weighted"]["test"]["top1"] == pytest.approx(100 * (weighted.argmax(1) == labels).mean())
     g = res["ensembles"]["greedy"]
-    assert sum(g["weights"].values()) == pytest.approx(1.0)
+    counts = greedy_selection([p.val_probs for p in preds], preds[0].val_labels)
+    want = {n: c / counts.sum() for n, c in zip(("ab-s0", "ab-s1", "lenet"), counts) if c}
+    assert g["weights"] == pytest.approx(want)
+    greedy = sum(want.get(n, 0) * p.test_probs for n, p in zip(("ab-s0", "ab-s1", "lenet"), preds))
+    assert g["test"]["top1"] == pytest.approx(100 * (greedy.argmax(1) == labels).mean())
+    assert g["test"]["ece"] == pytest.approx(_ece_by_definition(greedy, labels), abs=1e-4)
     best = max(100 * (p.test_logits.argmax(1) == labels).mean() for p in preds)
     assert res["best_single"]["top1"] == pytest.approx(best)
     assert g["gain_over_best_single"] == pytest.approx(g["test"]["top1"] - best)
@@ -96,6 +112,31 @@ def test_ensemble_refuses_mixed_datasets_and_bad_requests(runs, tmp_path):
     (incomplete / "config.yaml").write_text((runs["ab-s0"] / "config.yaml").read_text())
     with pytest.raises(RunDirError, match="incomplete.*missing.*results.json"):
         ensemble_runs([runs["ab-s0"], incomplete])
+
+
+def _copy_with_predictions(run, dest, **change):
+    """A copy of ``run`` whose cached predictions differ as ``change`` says (classes or test_labels)."""
+    import shutil
+    shutil.copytree(run, dest)
+    p = load_cached_predictions(dest)
+    for k, v in change.items():
+        setattr(p, k, v)
+    from cifarlab.workflow import save_predictions
+    save_predictions(dest, p)
+    return dest
+
+
+def test_ensemble_refuses_other_classes_or_test_sets(runs, tmp_path):
+    p = load_cached_predictions(runs["ab-s0"])
+    renamed = _copy_with_predictions(runs["ab-s1"], tmp_path / "renamed", classes=["plane"] + p.classes[1:])
+    with pytest.raises(EnsembleError, match="different class lists.*plane"):
+        ensemble_runs([runs["ab-s0"], renamed])
+    reordered = _copy_with_predictions(runs["ab-s1"], tmp_path / "reordered", classes=p.classes[::-1])
+    with pytest.raises(EnsembleError, match="different class lists.*in class order"):
+        ensemble_runs([runs["ab-s0"], reordered])
+    other = _copy_with_predictions(runs["ab-s1"], tmp_path / "other", test_labels=np.roll(p.test_labels, 1))
+    with pytest.raises(EnsembleError, match="different test sets"):
+        ensemble_runs([runs["ab-s0"], other])
 
 
 def test_cli_ensemble_errors_are_one_line(runs, capsys):

@@ -68,14 +68,30 @@ def test_md5_match_gives_no_warning(cifar10_dir, monkeypatch):
 
 
 class _Evil:
+    """Unpickling this runs ``touch MARKER`` through os.system: a file that must never appear."""
+    marker = "/nonexistent"
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil(marker) -> _Evil:
+    e = _Evil()
+    e.marker = str(marker)
+    return e
+
+
+def test_the_payload_is_real(tmp_path):
+    """The unrestricted unpickler does run it (so the tests below would see it if ours did)."""
+    pickle.loads(pickle.dumps(_evil(tmp_path / "ran"), protocol=2))
+    assert (tmp_path / "ran").exists()
 
 
 def test_restricted_unpickler_refuses_foreign_global(tmp_path):
-    payload = pickle.dumps({b"data": _Evil()}, protocol=2)
-    with pytest.raises(UnsafePickleError, match="system"):
+    payload = pickle.dumps({b"data": _evil(tmp_path / "pwned")}, protocol=2)
+    with pytest.raises(UnsafePickleError, match=r"os\.system|posix\.system"):
         safe_loads(payload)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_restricted_unpickler_loads_numpy_arrays():
@@ -84,10 +100,12 @@ def test_restricted_unpickler_loads_numpy_arrays():
     np.testing.assert_array_equal(out[b"data"], arr)
 
 
-def test_foreign_global_in_batch_file_is_a_clear_error(cifar10_dir):
-    write_pickle(cifar10_dir / "cifar-10-batches-py" / "data_batch_3", {b"data": _Evil(), b"labels": []})
-    with pytest.raises(DataError, match=r"data_batch_3 was refused.*os\.system|data_batch_3 was refused"):
+def test_foreign_global_in_batch_file_is_a_clear_error(cifar10_dir, tmp_path):
+    write_pickle(cifar10_dir / "cifar-10-batches-py" / "data_batch_3",
+                 {b"data": _evil(tmp_path / "pwned"), b"labels": []})
+    with pytest.raises(DataError, match=r"data_batch_3 was refused.*system"):
         load_dataset("cifar10", cifar10_dir, download=False)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_truncated_batch_file(cifar10_dir):

@@ -10,6 +10,7 @@ import pytest
 from helpers import tiny_config
 
 import cifarlab
+from cifarlab.recipes import resolve_config
 from cifarlab.training import TrainingInterrupted
 
 TINY = ["--set", "model_kwargs={widths: [8, 16, 16]}", "--batch-size", "50", "--no-progress", "--threads", "1",
@@ -44,6 +45,46 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(cifar10_dir, tmp_p
     assert r["distributed"] == {"world_size": 2, "backend": "gloo"} and r["train_images"] == 200
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1   # rank 0 alone wrote
     assert r["test"]["top1"] >= 90
+
+
+NO_BN = ["--model", "lenet", "--precision", "fp32", "--batch-size", "50", "--tta", "0", "--no-progress", "--threads",
+         "1", "--set", "eval_batch_size=64", "--set", "download=false", "--set", "channels_last=false"]
+
+
+def test_two_processes_equal_one_on_a_model_without_batchnorm(cifar10_dir, tmp_path):
+    """LeNet in fp32: nothing is per rank, so two ranks of 25 images must train exactly like one
+    process of 50 (up to float summation order): a rank training on the other's slice, a missing
+    gradient average or unsummed metrics would show here."""
+    common = ["train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--epochs", "3", *NO_BN]
+    _run(common + ["--run-dir", str(tmp_path / "one")], 1)
+    _run(common + ["--run-dir", str(tmp_path / "two")], 2)
+    rows = {k: [json.loads(x) for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in ("one", "two")}
+    for a, b in zip(rows["one"], rows["two"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["train_top1"] == a["train_top1"]          # summed over ranks: the same counts
+    r1, r2 = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("one", "two"))
+    assert r2["distributed"]["world_size"] == 2 and "distributed" not in r1
+    assert r2["test"]["loss"] == pytest.approx(r1["test"]["loss"], rel=1e-4)
+
+
+def test_resume_in_two_processes_matches_the_uninterrupted_run(cifar10_dir, tmp_path):
+    """A one-process run interrupted at step 6 and resumed by two processes ends where one process,
+    uninterrupted, ends (LeNet in fp32, so the world size itself changes nothing)."""
+    class Stop:
+        def __call__(self, event, info, model):
+            if event == "step" and info["global_step"] == 6:
+                raise KeyboardInterrupt
+    common = ["train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--epochs", "3", *NO_BN]
+    _run(common + ["--run-dir", str(tmp_path / "full")], 1)
+    cfg = resolve_config(None, dict(  # what the CLI resolves for the same flags
+        dataset="cifar10", data_dir=str(cifar10_dir), epochs=3, model="lenet", precision="fp32", batch_size=50,
+        tta=0, progress=False, threads=1, eval_batch_size=64, download=False, channels_last=False))
+    with pytest.raises(TrainingInterrupted):
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(Stop(),))
+    _run(["train", "--resume", str(tmp_path / "part"), "--no-progress"], 2)
+    full, part = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("full", "part"))
+    assert part["test"]["loss"] == pytest.approx(full["test"]["loss"], rel=1e-4)
+    assert _losses(tmp_path / "part") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
 
 
 def test_resume_with_two_processes(cifar10_dir, tmp_path):

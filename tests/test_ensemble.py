@@ -67,6 +67,32 @@ def test_combine_and_accuracy_weights():
     assert w.tolist() == pytest.approx([100 / 150, 50 / 150])
 
 
+def test_accuracy_weights_refuse_members_that_are_all_wrong():
+    labels = np.array([0, 1])
+    wrong = [np.array([[.2, .8], [.9, .1]]), np.array([[.4, .6], [.6, .4]])]
+    with pytest.raises(EnsembleError, match="0% validation top-1"):
+        accuracy_weights(wrong, labels)
+    assert accuracy_weights([wrong[0], np.eye(2)], labels).tolist() == [0.0, 1.0]
+    assert greedy_selection(wrong, labels).sum() >= 1       # greedy still picks (by log loss)
+
+
+def test_greedy_selection_by_hand():
+    """Three rounds of Caruana's selection on four validation images, worked by hand.
+
+    round 1: alone, m0 and m1 both get 50%; m1's log loss is lower (0.452 vs 0.570): pick m1.
+    round 2: m1+m0 averages to 100%, m1+m1 and m1+m2 stay at 50%: pick m0 (best so far).
+    round 3: every candidate keeps 100%; log losses 0.475 (+m0), 0.440 (+m1), 0.645 (+m2): pick m1,
+    which beats round 2's 0.451, so the counts become [1, 2, 0].
+    """
+    labels = np.array([0, 1, 0, 1])
+    m0 = np.array([[.8, .2], [.2, .8], [.4, .6], [.6, .4]])      # right on images 0, 1
+    m1 = np.array([[.45, .55], [.55, .45], [.9, .1], [.1, .9]])  # right on images 2, 3
+    m2 = np.array([[.3, .7], [.7, .3], [.3, .7], [.7, .3]])      # always wrong
+    assert greedy_selection([m0, m1, m2], labels, max_rounds=1).tolist() == [0, 1, 0]
+    assert greedy_selection([m0, m1, m2], labels, max_rounds=2).tolist() == [1, 1, 0]
+    assert greedy_selection([m0, m1, m2], labels, max_rounds=3).tolist() == [1, 2, 0]
+
+
 def test_greedy_selection_picks_complementary_members():
     labels = np.array([0, 1, 2, 0, 1, 2])
     # m0 right on the first 4, m1 right on the last 4 but confidently wrong elsewhere, m2 always wrong

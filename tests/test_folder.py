@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,10 @@ def test_every_mode_becomes_rgb(tmp_path, mode):
         assert out.min() == 255                               # 16-bit white scaled, not clipped to black
     if mode in ("L", "LA", "1", "I;16"):
         assert (out[0] == out[1]).all() and (out[1] == out[2]).all()   # grey stays grey in all three channels
+    if mode in ("L", "LA"):
+        assert abs(int(out[0].mean().round()) - 76) <= 1   # red's luma, 0.299 x 255 (ITU-R 601), not black or white
+    if mode == "1":
+        assert 50 < out.mean() < 100   # red dithered to black and white, then resized: about its luma on average
 
 
 def test_gif_first_frame_and_extreme_sizes(tmp_path):
@@ -119,12 +124,20 @@ def test_store_is_reused_invalidated_and_checked(tmp_path, monkeypatch):
     Image.new("RGB", (32, 32), COLORS["dog"]).save(root / "train" / "dog" / "new.png")
     ds3 = load_dataset(f"folder:{root}", progress=False)              # the folder changed: repacked
     assert len(ds3.train) == 19
+    cat = root / "train" / "cat" / "0.png"                            # changed in place: same name, new pixels
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(cat)
+    os.utime(cat, ns=(cat.stat().st_atime_ns, cat.stat().st_mtime_ns + 10**9))
+    ds4 = load_dataset(f"folder:{root}", progress=False)
+    blue = ds4.train.images[(ds4.train.labels == 0)]
+    assert (blue[:, 2].reshape(len(blue), -1).mean(1) > 200).sum() == 1   # exactly one blue cat now
+    (root / "train" / "dog" / "new.png").unlink()                     # deleted after packing
+    assert len(load_dataset(f"folder:{root}", progress=False).train) == 18
     store = manifest.parent
     with open(store / "images.u8", "r+b") as f:
         f.truncate(100)
     with pytest.raises(DataError, match="does not match its manifest.*Rebuild it with: cifarlab data pack"):
         open_store(store)
-    assert len(load_dataset(f"folder:{root}", progress=False).train) == 19   # a broken store is rebuilt
+    assert len(load_dataset(f"folder:{root}", progress=False).train) == 18   # a broken store is rebuilt
 
 
 def test_val_folder_is_used_and_training_from_a_folder(tmp_path):
@@ -165,13 +178,18 @@ def test_cli_data_pack_and_info(tmp_path, capsys, cifar10_dir):
     assert store_info(tmp_path / "c10")["classes"][0] == "airplane"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_is_skipped(tmp_path):
+def test_unreadable_file_is_skipped(tmp_path, monkeypatch):
+    """A file the process may not read (simulated: root, as in CI, reads files whatever their mode)."""
     root = make_folder(tmp_path / "f")
-    locked = root / "train" / "cat" / "1.png"
-    locked.chmod(0)
-    try:
-        m = pack_folder(root, tmp_path / "store", progress=False, workers=1)
-    finally:
-        locked.chmod(0o644)
-    assert any(s.startswith("train/cat/1.png: unreadable") for s in m["skipped"])
+    locked = (root / "train" / "cat" / "1.png").resolve()
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.resolve() == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    m = pack_folder(root, tmp_path / "store", progress=False, workers=1)   # in this process: the patch applies
+    assert [s for s in m["skipped"] if s.startswith("train/cat/1.png")] == ["train/cat/1.png: unreadable (Permission denied)"]
+    packed = [f[1] for f in m["files"]]
+    assert len(m["skipped"]) == 1 and "train/cat/1.png" not in packed and "train/cat/0.png" in packed

@@ -30,7 +30,9 @@ def test_forward_backward_shapes(name, kw):
     out = m(x)
     assert out.shape == (4, 7) and out.dtype == torch.float32
     out.sum().backward()
-    assert m.get_classifier().weight.grad is not None
+    assert m.get_classifier().weight.grad.abs().sum() > 0
+    first = next(p for p in m.parameters() if p.requires_grad)   # the gradient reaches the first layer too
+    assert first.grad is not None and first.grad.abs().sum() > 0
     assert m.forward_head(m.forward_features(x), pre_logits=True).shape == (4, m.num_features)
 
 

@@ -15,7 +15,7 @@ import torch
 from cifarlab.cli import main as cli_main
 from cifarlab.data import load_dataset
 from cifarlab.workflow import run_predictions
-from cifarlab.workflow import build_report, interpret_run
+from cifarlab.workflow import build_report, interpret_run, run_onnx
 
 
 def _png_shape(path):
@@ -109,7 +109,12 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 def test_cli_report_and_compare_dry_run(runs, tmp_path, capsys):
     assert cli_main(["report", str(runs["ab-s0"]), str(runs["lenet"]), "--out", str(tmp_path / "x.html")]) == 0
-    assert "wrote" in capsys.readouterr().out and (tmp_path / "x.html").is_file()
+    assert f"wrote {tmp_path / 'x.html'}" in capsys.readouterr().out
+    page = (tmp_path / "x.html").read_text()
+    for r in ("ab-s0", "lenet"):   # both runs, with their test top-1 as results.json has it
+        top1 = json.loads((runs[r] / "results.json").read_text())["test"]["top1"]
+        assert r in page and f"{top1:.2f}" in page
+    assert page.count("<img") >= 6 and "Comparison" in page and "Interpretation" in page
     assert cli_main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     suite = tmp_path / "s.yaml"
@@ -168,6 +173,21 @@ def test_predict_any_size_and_mode_reports_bad_files(runs, tmp_path):
     assert exact["top"][0]["probability"] == pytest.approx(float(probs0.max()), abs=2e-3)
 
 
+def test_predict_policy_pad_keeps_the_whole_image(runs, tmp_path):
+    from cifarlab.data.images import load_image
+    from cifarlab.workflow import predict_images
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (32, 80, 3), dtype=np.uint8)        # 80x32: center-crop drops most of it
+    _save(wide, tmp_path / "wide.png")
+    padded = load_image(tmp_path / "wide.png", 32, "pad")              # what --policy pad should feed the model
+    _save(padded.transpose(1, 2, 0), tmp_path / "padded.png")
+    probs = lambda path, policy: [t["probability"] for t in sorted(
+        predict_images(runs["ab-s0"], [path], top_k=10, policy=policy)["predictions"][0]["top"],
+        key=lambda t: t["index"])]
+    assert probs(tmp_path / "wide.png", "pad") == pytest.approx(probs(tmp_path / "padded.png", None), abs=1e-6)
+    assert probs(tmp_path / "wide.png", "pad") != pytest.approx(probs(tmp_path / "wide.png", "center-crop"), abs=1e-4)
+
+
 def test_cli_predict_formats(runs, tmp_path, capsys):
     ds = load_dataset("cifar10", runs["data10"], download=False)
     _save(ds.test.images[1].transpose(1, 2, 0), tmp_path / "a.png")
@@ -184,9 +204,8 @@ def test_cli_predict_formats(runs, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ export
 @pytest.mark.parametrize("run", ["ab-s0", "lenet"])
 def test_onnx_export_matches_pytorch(runs, tmp_path, run):
-    pytest.importorskip("onnxruntime")
     from cifarlab.evaluation.metrics import predict_logits
-    from cifarlab.workflow import export_onnx, run_onnx
+    from cifarlab.workflow import export_onnx
     from cifarlab.workflow import load_run_model
     ds = load_dataset("cifar10", runs["data10"], download=False)
     info = export_onnx(runs[run], tmp_path / "m.onnx", check_images=ds.test.images)
@@ -205,8 +224,31 @@ def test_onnx_export_matches_pytorch(runs, tmp_path, run):
     assert json.loads(meta["classes"])[0] == "airplane"
 
 
+def test_onnx_export_resizes_inside_the_graph_at_batch_size_one(runs, tmp_path):
+    """A run that upsamples to 40 px on the device: the graph takes 32x32 pixels, resizes inside,
+    and gives PyTorch's logits for one image at a time."""
+    import cifarlab
+    from helpers import tiny_config
+    from cifarlab.workflow import export_onnx, load_run_model
+    run = cifarlab.train(tiny_config(runs["data10"], img_size=40, epochs=1, tta=0), run_dir=tmp_path / "r40")
+    assert run.results["input_side"] == 40 and run.results["data_side"] == 32
+    info = export_onnx(run, tmp_path / "m.onnx")
+    assert info["input"] == [None, 3, 32, 32] and info["max_abs_diff"] < 1e-3
+    one = load_dataset("cifar10", runs["data10"], download=False).test.images[:1]
+    cfg, model, results = load_run_model(run, device=torch.device("cpu"))
+    mean = torch.tensor(results["normalization"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(results["normalization"]["std"]).view(1, 3, 1, 1)
+    x = torch.nn.functional.interpolate((torch.from_numpy(one).float() / 255 - mean) / std, size=(40, 40),
+                                        mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        ref = model.float().to(memory_format=torch.contiguous_format)(x).numpy()
+    np.testing.assert_allclose(run_onnx(tmp_path / "m.onnx", one), ref, atol=1e-3)
+
+
 def test_cli_export(runs, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
     assert cli_main(["export", str(runs["ab-s1"]), "--onnx", "--out", str(tmp_path / "x.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "max abs logit diff" in out and (tmp_path / "x.onnx").is_file()
+    diff = float(out.split("max abs logit diff ")[1].split(",")[0])
+    assert diff < 1e-3 and "argmax agreement 100.0%" in out
+    images = np.random.default_rng(1).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    assert run_onnx(tmp_path / "x.onnx", images).shape == (3, 10)   # a graph that runs, 10 classes

@@ -36,7 +36,7 @@ def test_seed_models_forward_backward_at_configured_size(name):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     # the first trainable parameter of the backbone also gets a gradient
     first = next(p for n, p in model.named_parameters() if p.requires_grad)
-    assert first.grad is not None
+    assert first.grad is not None and first.grad.abs().sum() > 0
 
 
 def test_timm_pretrained_config_drives_normalization_and_size():
@@ -178,6 +178,17 @@ def test_batches_resize_on_device_and_progressive_schedule(cifar10_dir):
     assert next(b.epoch(1))[0].shape == (50, 3, 48, 48)
     assert next(b.epoch(2))[0].shape == (50, 3, 64, 64)
     assert next(b.ordered())[0].shape[-1] == 64  # evaluation at the final size
+
+
+def test_bicubic_interpolation_is_used_when_asked(cifar10_dir):
+    from cifarlab.data import DeviceLoader, load_dataset
+    ds = load_dataset("cifar10", cifar10_dir, download=False)
+    loader = DeviceLoader(ds.test, [0.5] * 3, [0.25] * 3, 60)
+    x = next(loader.ordered())[0]
+    cubic = next(Batches(loader, [(0, 48)], "bicubic", channels_last=False).ordered())[0]
+    linear = next(Batches(loader, [(0, 48)], "bilinear", channels_last=False).ordered())[0]
+    assert torch.allclose(cubic, torch.nn.functional.interpolate(x, size=(48, 48), mode="bicubic", align_corners=False))
+    assert not torch.allclose(cubic, linear, atol=1e-3)
 
 
 def _probe_cfg(cifar10_dir, tmp_path, **kw):

@@ -49,8 +49,15 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def accuracy_weights(val_probs: list[np.ndarray], val_labels: np.ndarray) -> np.ndarray:
-    """Weights proportional to each member's validation top-1 accuracy (sum 1)."""
+    """Weights proportional to each member's validation top-1 accuracy (sum 1).
+
+    Raises:
+        EnsembleError: every member has 0% validation accuracy (there is nothing to weight by).
+    """
     acc = np.array([accuracy(p, val_labels) for p in val_probs])
+    if acc.sum() <= 0:
+        raise EnsembleError("every run has 0% validation top-1, so accuracy weights are undefined; use the "
+                            "uniform or greedy method, or check that the runs trained.")
     return acc / acc.sum()
 
 

@@ -4,7 +4,8 @@ Never writes plots or HTML; receives validation as a function so it does not dep
 """
 from .checkpoint import (CheckpointError, atomic_write, load_model_checkpoint, load_train_state, load_weights,
                          save_checkpoint)
-from .loop import FitResult, Trainer, TrainingDiverged, TrainingInterrupted, TrainState, fit
+from .loop import Trainer, fit
+from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainState
 from .lr_find import lr_range_test, suggest
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups
 from .probe import fit_linear_probe

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -26,65 +26,8 @@ from ..runs import RunDir
 from .checkpoint import load_weights, save_checkpoint
 from .distributed import DistEnv, sum_across
 from .optim import Schedule, build_optimizers
+from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainState, rng_state
 from .strategy import Strategy
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf. The last good checkpoint is kept; the message names the epoch."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """Ctrl-C (or a callback) stopped training; the position was saved for ``--resume``."""
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` hands back: the weights to score and the history."""
-    eval_state: dict                 # state dict of the selected weights (best on val, else last)
-    best_epoch: int
-    epochs_run: int
-    history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0       # seconds inside training steps, all sessions of the run
-    images_seen: int = 0
-    stopped_early: bool = False
-
-
-@dataclass
-class TrainState:
-    """Where training is and what it has summed so far; saved as ``position`` in the train state.
-
-    ``acc_*`` are the current epoch's running sums (loss x images, correct, images, seconds);
-    ``best_val`` is the best validation top-1 (%), ``best_epoch`` 0-based (-1: none yet).
-    """
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_val: float = -math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    train_seconds: float = 0.0
-    images_seen: int = 0
-    acc_loss: float = 0.0
-    acc_correct: int = 0
-    acc_seen: int = 0
-    acc_seconds: float = 0.0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def next_epoch(self, epoch: int) -> None:
-        """Move to the start of ``epoch``, clearing the running sums."""
-        self.epoch, self.step_in_epoch = epoch, 0
-        self.acc_loss, self.acc_correct, self.acc_seen, self.acc_seconds = 0.0, 0, 0, 0.0
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def _clone(state: dict) -> dict:
@@ -148,7 +91,7 @@ class Trainer:
             weights.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
         save_checkpoint(self.run.path, "last", weights, {
             "optimizers": [o.state_dict() for o in self.optimizers], "position": asdict(self.st),
-            "rng": _rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
+            "rng": rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
             "total_steps": self.total_steps})
 
     # ------------------------------------------------------------------ one step
@@ -173,10 +116,12 @@ class Trainer:
         if not finite:
             if self.main:
                 self.run.set_status("diverged", epoch=epoch + 1, step=st.global_step)
+            kept = (f"The checkpoints of the last good epoch ({epoch}) are kept in {self.run.path}." if epoch else
+                    "No epoch had finished, so no checkpoint was written.")
             raise TrainingDiverged(
                 f"The training loss became {loss_value} at epoch {epoch + 1} (step {st.global_step + 1}); "
-                f"training stopped. The checkpoints of the last good epoch ({epoch}) are kept in {self.run.path}. "
-                "Lower the learning rate (lr, bias_lr, head_lr) or use precision fp32, then start a new run.")
+                f"training stopped. {kept} Lower the learning rate (lr, bias_lr, head_lr) or use precision "
+                "fp32, then start a new run.")
         # DDP averages gradients over ranks; a summed loss must count the whole global batch
         (loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss).backward()
         lr_mult = self.schedule.set(st.global_step)

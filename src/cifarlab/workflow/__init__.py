@@ -4,7 +4,8 @@ ensemble (:mod:`.compare`), interpretation and the HTML report (:mod:`.report`),
 (:mod:`.suite_file`, :mod:`.suite`) and ONNX export (:mod:`.export`). Every one assembles its
 data, model and pipelines through :func:`.setup.assemble`.
 """
-from .compare import compare_runs, comparison_row, ensemble_markdown, ensemble_runs
+from .compare import compare_runs, comparison_row
+from .ensemble import ensemble_markdown, ensemble_runs
 from .errors import USER_ERRORS
 from .export import export_onnx, run_onnx
 from .predict import load_run_model, predict_images

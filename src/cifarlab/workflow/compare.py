@@ -1,19 +1,12 @@
-"""Comparing finished runs: the comparison table and probability-averaging ensembles.
-
-Both read run directories only (``results.json`` and the cached ``predictions.npz``, computed once
-per run by :func:`cifarlab.workflow.predictions.run_predictions`); nothing is retrained.
-"""
+"""The comparison table of finished runs: one row per run from ``results.json`` (and, for runs
+recorded before ECE was, the cached ``predictions.npz``); nothing is retrained."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from ..evaluation import Predictions
 from ..evaluation.calibration import expected_calibration_error
-from ..evaluation.ensemble import METHODS, EnsembleError, Member, combine, ensemble_weights, select_members
 from ..render.table import to_markdown, write_csv
-from ..runs import RunDir, write_json
+from ..runs import RunDir
 from .predictions import run_predictions
 
 
@@ -58,121 +51,3 @@ def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None) -> list[di
         write_csv(out / "comparison.csv", rows)
         (out / "comparison.md").write_text(to_markdown(rows))
     return rows
-
-
-def _check_same_task(preds: dict[str, Predictions]) -> None:
-    """Refuse runs on different datasets, class lists or test sets, naming them."""
-    names = list(preds)
-    ref = preds[names[0]]
-    for n in names[1:]:
-        p = preds[n]
-        if p.dataset != ref.dataset:
-            raise EnsembleError(f"cannot ensemble runs on different datasets: {names[0]} is {ref.dataset}, "
-                                f"{n} is {p.dataset}.")
-        if p.classes != ref.classes:
-            diff = sorted(set(p.classes) ^ set(ref.classes))[:5]
-            raise EnsembleError(f"cannot ensemble runs with different class lists: {names[0]} and {n} differ"
-                                + (f" (e.g. {', '.join(diff)})" if diff else " in class order") + ".")
-        if not np.array_equal(p.test_labels, ref.test_labels):
-            raise EnsembleError(f"{names[0]} and {n} were scored on different test sets (labels differ); "
-                                "they must use the same data.")
-
-
-def _same_validation(preds: dict[str, Predictions]) -> str | None:
-    """None when every run has the same validation split, else why not."""
-    names = list(preds)
-    ref = preds[names[0]]
-    for n in names[1:]:
-        p = preds[n]
-        if (p.val_labels is None) != (ref.val_labels is None) or (
-                p.val_labels is not None and not np.array_equal(p.val_labels, ref.val_labels)):
-            return (f"{names[0]} and {n} have different validation splits (val_size or split_seed differ); "
-                    "weighted and greedy ensembles need one split for all runs. Use --method uniform.")
-    return None
-
-
-def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = None, per_architecture: bool = False,
-                  out_dir=None, data_dir: str | None = None) -> dict:
-    """Ensemble the runs' test probabilities by each of ``methods`` and score them.
-
-    Args:
-        run_dirs: complete runs on the same dataset (two or more).
-        methods: any of ``uniform``, ``weighted`` (by validation accuracy), ``greedy`` (Caruana 2004);
-            the last two need runs trained with a validation split (``--val-size``).
-        min_val_acc: keep only runs with validation top-1 >= this (%).
-        per_architecture: greedy selection starts with the best run of each architecture.
-        out_dir: write ``ensemble.json`` and ``ensemble.md`` there.
-
-    Returns:
-        ``{"dataset", "members": [{run, model, test top1, val top1}], "best_single": {...},
-        "ensembles": {method: {"weights": {run: w}, "test": metrics, "gain_over_best_single"}}, "notes"}``.
-
-    Raises:
-        EnsembleError: fewer than two runs, different datasets/classes/test sets, missing validation.
-        RunDirError: an incomplete run.
-    """
-    paths = [Path(p) for p in run_dirs]
-    if len(paths) < 2:
-        raise EnsembleError(f"an ensemble needs at least two runs, got {len(paths)}.")
-    for m in methods:
-        if m not in METHODS:
-            raise EnsembleError(f"unknown ensemble method {m!r}; choose from {', '.join(METHODS)}.")
-    names = _unique_names(paths)
-    preds = {n: run_predictions(p, data_dir=data_dir) for n, p in zip(names, paths)}
-    _check_same_task(preds)
-    ref = next(iter(preds.values()))
-    val_problem = _same_validation(preds)
-    if val_problem:
-        if set(methods) != {"uniform"} or min_val_acc is not None:
-            raise EnsembleError(val_problem)
-        for p in preds.values():  # uniform averaging does not look at validation predictions
-            p.val_logits = p.val_labels = None
-    models = {n: RunDir(p).load_config().model for n, p in zip(names, paths)}
-    members = [Member(n, models[n], preds[n].test_probs, preds[n].val_probs) for n in names]
-    members, notes = select_members(members, ref.val_labels, min_val_acc)
-    single = {m.name: ref.metrics_of_probs(m.test_probs) for m in members}
-    best_name = max(single, key=lambda n: single[n]["top1"])
-    out = {"dataset": ref.dataset, "num_classes": len(ref.classes), "tta": ref.tta,
-           "members": [{"run": m.name, "path": str(paths[names.index(m.name)]), "model": m.architecture,
-                        "test_top1": single[m.name]["top1"],
-                        "val_top1": None if m.val_probs is None else
-                        float(100.0 * (m.val_probs.argmax(1) == ref.val_labels).mean())} for m in members],
-           "best_single": {"run": best_name, **single[best_name]}, "ensembles": {}, "notes": notes}
-    for method in methods:
-        w = ensemble_weights(method, members, ref.val_labels, per_architecture)
-        probs = combine([m.test_probs for m in members], w)
-        metrics = ref.metrics_of_probs(probs)
-        entry = {"weights": {m.name: float(wi) for m, wi in zip(members, w) if wi > 0}, "test": metrics,
-                 "gain_over_best_single": metrics["top1"] - single[best_name]["top1"]}
-        if ref.val_labels is not None:
-            entry["val_top1"] = float(100.0 * (combine([m.val_probs for m in members], w).argmax(1)
-                                               == ref.val_labels).mean())
-        out["ensembles"][method] = entry
-    if out_dir is not None:
-        o = Path(out_dir)
-        o.mkdir(parents=True, exist_ok=True)
-        write_json(o / "ensemble.json", out)
-        (o / "ensemble.md").write_text(ensemble_markdown(out))
-    return out
-
-
-def _unique_names(paths: list[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [str(p) for p in paths]
-
-
-def ensemble_markdown(result: dict) -> str:
-    """The ensemble result as a Markdown table: best single run, then each method."""
-    b = result["best_single"]
-    lines = [f"Ensemble of {len(result['members'])} runs on {result['dataset']} (TTA level {result['tta']}).", "",
-             "| | members | top-1 % | top-5 % | loss | ECE % | gain (points) |", "|---|---:|---:|---:|---:|---:|---:|",
-             f"| best single ({b['run']}) | 1 | {b['top1']:.2f} | {b['top5']:.2f} | {b['loss']:.3f} | {b['ece']:.2f} | |"]
-    for method, e in result["ensembles"].items():
-        t = e["test"]
-        lines.append(f"| {method} | {len(e['weights'])} | {t['top1']:.2f} | {t['top5']:.2f} | {t['loss']:.3f} | "
-                     f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} |")
-    for note in result.get("notes", []):
-        lines.append(f"\nleft out: {note}")
-    return "\n".join(lines) + "\n"

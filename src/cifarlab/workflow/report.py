@@ -23,7 +23,8 @@ from ..render.interpret import plot_class_counts, plot_class_samples, plot_relia
 from ..render.plots import plot_curves, plot_tradeoff
 from ..render.table import to_html
 from ..runs import INTERPRETATION_DIR, RunDir, write_json
-from .compare import compare_runs, ensemble_runs
+from .compare import compare_runs
+from .ensemble import ensemble_runs
 from .predictions import run_predictions
 from .suite_file import resolve_runs
 

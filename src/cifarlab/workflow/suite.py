@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..config import config_diff
 from ..runs import RunDir
-from .compare import compare_runs, ensemble_runs
+from .compare import compare_runs
+from .ensemble import ensemble_runs
 from .errors import USER_ERRORS
 from .report import build_report
 from .suite_file import Suite, SuiteError

@@ -29,7 +29,7 @@ config has since changed is an error (delete it or rename the entry).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
