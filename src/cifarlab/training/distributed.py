@@ -8,6 +8,11 @@ batch and the schedule is unchanged), DDP averages the gradients, per-epoch metr
 across ranks, and only rank 0 writes the run directory. BatchNorm statistics are per rank (as in
 torchvision's reference scripts without ``--sync-bn``), so the loss curve matches a one-process
 run of the same global batch closely but not bit for bit.
+
+Resume works with any number of processes: the weights, optimizer state and position are global.
+The train loss/top-1 of an epoch interrupted mid-way under torchrun count the finished part of
+that epoch from rank 0's slice alone (the interrupt is caught on each rank; no collective runs
+then); an epoch interrupted in one process and resumed in several is counted exactly.
 """
 from __future__ import annotations
 

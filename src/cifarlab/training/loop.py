@@ -76,6 +76,8 @@ class Trainer:
         for opt, sd in zip(self.optimizers, resume["optimizers"]):
             opt.load_state_dict(sd)
         self.st = TrainState.from_dict(resume["position"])
+        if not self.main:  # the saved sums of an unfinished epoch cover all ranks: count them once, on rank 0
+            self.st.acc_loss, self.st.acc_correct, self.st.acc_seen = 0.0, 0, 0
         torch.set_rng_state(resume["rng"]["torch"])
         best_file = self.run.checkpoint("best")
         if self.st.best_epoch >= 0 and best_file.is_file():
