@@ -112,18 +112,21 @@ def test_resume_with_validation_and_early_stopping_restores_the_best(cifar10_dir
 
 
 def test_tampered_train_state_is_refused_at_resume(cifar10_dir, tmp_path):
-    import pickle
-    import zipfile
     with pytest.raises(TrainingInterrupted):
         cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
     state = tmp_path / "part" / "train-state-last.pt"
 
     class Evil:
+        marker = tmp_path / "pwned"
+
         def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'pwned'}",))
-    with zipfile.ZipFile(state, "w") as z:   # torch's zip layout, with a payload in place of the state
-        z.writestr("archive/data.pkl", pickle.dumps({"position": Evil()}, protocol=2))
-        z.writestr("archive/version", "3\n")
+            return (os.system, (f"touch {self.marker}",))
+    probe = Evil()
+    probe.marker = tmp_path / "ran"
+    torch.save({"position": probe}, tmp_path / "probe.pt")   # a real torch file with a payload in it:
+    torch.load(tmp_path / "probe.pt", weights_only=False)     # an unrestricted load does run it
+    assert (tmp_path / "ran").exists()
+    torch.save({"position": Evil()}, state)
     with pytest.raises(CheckpointError, match="train-state-last.pt is corrupt or unsafe"):
         cifarlab.train(resume=tmp_path / "part")
     assert not (tmp_path / "pwned").exists()

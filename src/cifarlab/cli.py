@@ -140,7 +140,7 @@ def _overrides(args) -> dict:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from .workflow.errors import USER_ERRORS
-    return (ConfigError, *USER_ERRORS)
+    return USER_ERRORS
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

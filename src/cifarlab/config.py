@@ -228,10 +228,11 @@ class TrainConfig:
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
-    """The key: value mapping of a YAML config file, keys checked against :class:`TrainConfig`.
+    """The key: value mapping of a YAML config file, as written (its callers, :meth:`TrainConfig.load_yaml`
+    and :func:`cifarlab.recipes.resolve_config`, check the keys and values, naming the file).
 
     Raises:
-        ConfigError: missing or unreadable file, not YAML, not a mapping, unknown keys (close matches named).
+        ConfigError: missing or unreadable file, not YAML, not a mapping.
     """
     p = Path(path)
     if not p.is_file():
@@ -244,7 +245,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"Cannot read config file {p}: {e.strerror}.") from None
     if not isinstance(values, dict):
         raise ConfigError(f"Config file {p} must hold a mapping of key: value pairs.")
-    TrainConfig().update(values, source=str(p))  # unknown keys and bad values fail here, naming the file
     return values
 
 

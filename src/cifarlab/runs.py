@@ -35,7 +35,6 @@ STATUS_FILE = "status.json"
 PREDICTIONS_FILE = "predictions.npz"
 EVALUATION_FILE = "evaluation.json"
 INTERPRETATION_DIR = "interpretation"
-CHECKPOINTS = ("best", "last")
 
 
 def checkpoint_file(name: str) -> str:

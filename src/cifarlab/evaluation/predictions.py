@@ -31,8 +31,6 @@ class Predictions:
     coarse_of_fine: np.ndarray | None = None   # int64 (C,) CIFAR-100 superclass of each class
     coarse_classes: list[str] | None = None
 
-    softmax = staticmethod(softmax)
-
     @property
     def test_probs(self) -> np.ndarray:
         return softmax(self.test_logits)

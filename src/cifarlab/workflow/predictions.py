@@ -12,8 +12,7 @@ import torch
 
 from ..evaluation import Predictions, predict_logits
 from ..runs import PREDICTIONS_FILE, RunDir
-from ..training import load_model_checkpoint
-from .setup import Setup, assemble
+from .setup import Setup, assemble_run
 
 
 def _cache_key(rd: RunDir, checkpoint: str, tta: int) -> dict:
@@ -83,15 +82,11 @@ def run_predictions(run_dir, checkpoint: str = "best", data_dir: str | None = No
     """
     rd = RunDir(run_dir)
     rd.require_complete()
-    cfg = rd.load_config()
     if not recompute:
-        cached = load_cached_predictions(rd.path, checkpoint, cfg.tta)
+        cached = load_cached_predictions(rd.path, checkpoint, rd.load_config().tta)
         if cached is not None:
             return cached
-    if data_dir is not None:
-        cfg = cfg.update({"data_dir": data_dir})
-    s = assemble(cfg, load_weights=False)
-    load_model_checkpoint(s.model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
+    rd, s = assemble_run(rd.path, checkpoint, data_dir)
     preds = predictions_of(s.model, s)
     save_predictions(rd.path, preds, checkpoint)
     return preds

@@ -13,7 +13,9 @@ from torch import nn
 from ..config import ConfigError, TrainConfig
 from ..data import Batches, DataSource, size_schedule, source_for, take
 from ..models import build_model, check_input_size, data_config
+from ..runs import RunDir
 from ..runtime import autocast, resolve_device
+from ..training import load_model_checkpoint
 
 # airbench's data-dependent init (patch whitening) looks at this many training images
 WHITENING_IMAGES = 5000
@@ -84,3 +86,20 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
         model.init_from_data(take(loaders["train"].ordered(), WHITENING_IMAGES))
     return Setup(cfg, device, precision_context(device, cfg.precision), source, model, pipes,
                  {"mean": list(mean), "std": list(std)})
+
+
+def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None) -> tuple[RunDir, Setup]:
+    """A finished run's :class:`Setup` from its saved config, with ``checkpoint-{checkpoint}`` loaded
+    into the model (``data_dir`` overrides where the data is read from).
+
+    Raises:
+        RunDirError: incomplete run (names what is missing); CheckpointError; DataError.
+    """
+    rd = RunDir(run_dir)
+    rd.require_complete()
+    cfg = rd.load_config()
+    if data_dir is not None:
+        cfg = cfg.update({"data_dir": data_dir})
+    s = assemble(cfg, load_weights=False)
+    load_model_checkpoint(s.model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
+    return rd, s

@@ -20,10 +20,9 @@ from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
 from ..runs import EVALUATION_FILE, Results, Run, RunDir, RunDirError, generate_run_name, write_json
 from ..runtime import environment, resolve_device, tune_malloc
-from ..training import (distributed, fit, fit_linear_probe, load_model_checkpoint, load_train_state, load_weights,
-                        lr_range_test)
+from ..training import distributed, fit, fit_linear_probe, load_train_state, load_weights, lr_range_test
 from .predictions import predictions_of, save_predictions
-from .setup import Setup, assemble
+from .setup import Setup, assemble, assemble_run
 
 
 def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
@@ -177,14 +176,8 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
         RunDirError (incomplete run), CheckpointError, DataError.
     """
     tune_malloc()
-    rd = RunDir(run_dir)
-    rd.require_complete()
-    cfg = rd.load_config()
-    if data_dir is not None:
-        cfg = cfg.update({"data_dir": data_dir})
-    s = assemble(cfg, load_weights=False)
-    load_model_checkpoint(s.model, rd.checkpoint(checkpoint), cfg.model)
-    level = cfg.tta if tta is None else tta
+    rd, s = assemble_run(run_dir, checkpoint, data_dir)
+    level = s.cfg.tta if tta is None else tta
     logits, labels = predict_logits(s.model, s.pipes["test"].ordered(), s.ctx, tta=level)
     metrics = classification_metrics(logits, labels, s.source.classes, s.source.coarse_of_fine,
                                      s.source.coarse_classes)
