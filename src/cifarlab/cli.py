@@ -1,7 +1,8 @@
 """The ``cifarlab`` command: thin argument parsing over :mod:`cifarlab.workflow`.
 
-Errors that come from bad input (config, data, run directories, models, divergence) are printed
-as one paragraph and exit with status 2; Ctrl-C exits with 130 after saving. The workflow is
+Errors that come from bad input (config, data, run directories, models) are printed as one
+paragraph and exit with status 2; a diverged run exits with 3; a full disk or out of memory with 4;
+Ctrl-C exits with 130 after saving (:data:`cifarlab.workflow.errors.EXIT_CODES`). The workflow is
 imported inside :func:`main` so that ``cifarlab --help`` answers without loading torch.
 """
 from __future__ import annotations
@@ -141,6 +142,11 @@ def _overrides(args) -> dict:
 def _user_errors() -> tuple[type[Exception], ...]:
     from .workflow.errors import USER_ERRORS
     return USER_ERRORS
+
+
+def _exit_code(e: BaseException) -> int:
+    from .workflow.errors import exit_code
+    return exit_code(e)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return _analysis_command(args)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _exit_code(e)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -21,8 +21,10 @@ PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
 
 # Keys whose change leaves a saved training state (and a finished run's result) meaningful:
 # where things are read or shown, not what is computed.
+# on_nan too: it changes nothing while the losses stay finite, and resuming a diverged run with
+# on_nan=skip-batch is the way on past a rare bad batch.
 RESUME_SAFE_KEYS = frozenset({"progress", "threads", "device", "data_dir", "download", "eval_batch_size",
-                              "cache_dir"})
+                              "cache_dir", "on_nan"})
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,8 @@ class TrainConfig:
     eval_batch_size: int = 2000
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
+    on_nan: str = "stop"                # stop | skip-batch: a non-finite loss or gradient stops the run,
+                                        # or skips that batch (counted); non-finite weights always stop it
     seed: int = 0                       # weights init, data order, augmentation
     split_seed: int = 0                 # train/validation split and train_size subset: fixed across seeds so
                                         # runs share one validation set (weighted/greedy ensembles need it)
@@ -192,6 +196,7 @@ class TrainConfig:
         for name in ("lr", "bias_lr", "head_lr"):
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
+        need(self.on_nan in ("stop", "skip-batch"), f"on_nan must be stop or skip-batch (got {self.on_nan!r}).")
         spec = parse_dataset(self.dataset)
         need(self.early_stopping_patience == 0 or self.val_size > 0 or not spec.is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
@@ -216,8 +221,9 @@ class TrainConfig:
         return self
 
     # ------------------------------------------------------------------ YAML
-    def save_yaml(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def to_yaml(self) -> str:
+        """Every key as YAML text, in field order (what a run's ``config.yaml`` holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def load_yaml(cls, path: str | os.PathLike) -> "TrainConfig":

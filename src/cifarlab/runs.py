@@ -1,4 +1,4 @@
-"""The run directory format: what a run writes, atomic writes, reading a run back.
+"""The run directory format: what a run writes, and reading a run back.
 
 A complete run directory ``runs/<name>/`` holds:
 
@@ -7,15 +7,18 @@ A complete run directory ``runs/<name>/`` holds:
 ``metrics.jsonl``                         one JSON object per epoch (see ``train.loop``)
 ``events.out.tfevents.*``                 TensorBoard scalars
 ``checkpoint-{best,last}.safetensors``    weights
-``train-state-last.pt``                   optimizer/schedule/RNG state for resume
+``train-state-{last,prev}.pt``            weights + optimizer/schedule/RNG state for resume (prev:
+                                          the one before last, the fallback when last is damaged)
 ``results.json``                          final test metrics, timings, memory, environment
-``status.json``                           running | interrupted | diverged | complete
+``status.json``                           running | interrupted | diverged | failed | complete
+``.lock``                                 pid, host and start of the process using the directory
 ``predictions.npz``                       cached test/validation TTA logits (comparisons, ensembles)
 ``evaluation.json``, ``interpretation/``  written by ``cifarlab evaluate`` / the report
 ========================================  =====================================================
 
 Every file name is a constant of this module and ``results.json`` has one schema,
-:class:`Results`; the rest of cifarlab writes and reads them through here.
+:class:`Results`; the rest of cifarlab writes and reads them through here. Every write is atomic
+(:mod:`cifarlab.files`), and one process at a time uses a directory (:meth:`RunDir.lock`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
+from .files import append_line, lock_folder, write_text
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -87,6 +91,7 @@ class Results:
     environment: dict = field(default_factory=dict)
     feature_cache: dict | None = None   # linear probes on cached features
     distributed: dict | None = None     # torchrun: world_size, backend
+    skipped_batches: int = 0            # on_nan=skip-batch: batches skipped for a non-finite loss/gradient
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -133,11 +138,8 @@ def generate_run_name(cfg: TrainConfig) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    """Write JSON atomically (:func:`cifarlab.files.write_text`; raises its :class:`StorageError`)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False))
 
 
 class RunDir:
@@ -175,12 +177,14 @@ class RunDir:
 
     def has_run(self) -> bool:
         """True when a run was started here (a training state or results exist)."""
-        return self.train_state().is_file() or self.file(RESULTS_FILE).is_file()
+        return any(self.train_state(n).is_file() for n in ("last", "prev")) or self.file(RESULTS_FILE).is_file()
+
+    def lock(self, what: str = "train"):
+        """:func:`lock_folder` on this directory (a context manager)."""
+        return lock_folder(self.path, what)
 
     def save_config(self, cfg: TrainConfig) -> None:
-        tmp = self.path / ".config.yaml.tmp"
-        cfg.save_yaml(tmp)
-        os.replace(tmp, self.config_path)
+        write_text(self.config_path, cfg.to_yaml())
 
     def load_config(self) -> TrainConfig:
         if not self.config_path.is_file():
@@ -188,23 +192,23 @@ class RunDir:
         return TrainConfig.load_yaml(self.config_path)
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.path / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path / METRICS_FILE, json.dumps(row))
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Keep only rows of epochs < ``epochs_done`` (rows past a resume point are replayed)."""
         rows = [r for r in self.read_metrics() if r["epoch"] < epochs_done]
-        tmp = self.path / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.path / METRICS_FILE)
+        write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
     def read_metrics(self) -> list[dict]:
+        """The rows of ``metrics.jsonl``; a last line cut short by a crash (no newline) is left out."""
         p = self.path / METRICS_FILE
         if not p.is_file():
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        text = p.read_text()
+        lines = text.split("\n")
+        if not text.endswith("\n"):
+            lines = lines[:-1]
+        return [json.loads(line) for line in lines if line.strip()]
 
     def write_json(self, name: str, obj) -> None:
         write_json(self.path / name, obj)

@@ -6,6 +6,13 @@ Used by ``cifarlab predict`` (and image folders). Policies for reaching the targ
   antialiasing), then crop the centre square, the usual evaluation transform (torchvision's
   ``Resize`` + ``CenterCrop``); CIFAR images are whole 32x32 frames, so a photo becomes one.
 * ``pad``: resize the longer side to ``size`` and pad the rest with black (nothing cropped).
+
+Images from strangers: the EXIF orientation is applied (a phone's portrait JPEG comes out upright,
+as a viewer shows it); animated GIF/WebP/PNG give their first frame; the format is read from the
+bytes, not the extension; an image over :data:`MAX_PIXELS` (a decompression bomb: a small file that
+claims 40 000 x 40 000 pixels) is refused from its header, before any pixel is decoded; and an
+extreme aspect ratio is resized from its central region only, so no step holds more than one
+decoded frame plus a ``size``-sided result.
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 RESIZE_POLICIES = ("center-crop", "pad")
-MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 Mpixel; a 10000x10000 image is fine
+MAX_PIXELS = 12_000 * 12_000
+"""Refused beyond 144 Mpixel (about 430 MB decoded): above the largest camera sensors (~100 Mpixel)
+and Pillow's own bomb warning (89 Mpixel), far below a bomb's claim."""
 
 
 class ImageDecodeError(ValueError):
@@ -58,8 +67,11 @@ def fit_size(img, size: int, policy: str = "center-crop"):
     if policy == "center-crop":
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
         left, top = (nw - size) // 2, (nh - size) // 2
+        if max(nw, nh) > 8 * size:  # a long strip: resample only the central square's source region
+            box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+            return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
         return img.crop((left, top, left + size, top + size))
     scale = size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -72,11 +84,11 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
     """Decode ``path`` to uint8 (3, size, size) RGB.
 
     Raises:
-        ImageDecodeError: not an image, truncated or corrupt, unreadable, or over 400 Mpixel.
+        ImageDecodeError: not an image, truncated or corrupt, unreadable, or over :data:`MAX_PIXELS`.
     """
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
@@ -84,9 +96,9 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
         with img:
             if img.size[0] * img.size[1] > MAX_PIXELS:
                 raise ImageDecodeError(path, f"{img.size[0]}x{img.size[1]} pixels is over the "
-                                       f"{MAX_PIXELS // 10**6} Mpixel limit")
+                                       f"{MAX_PIXELS // 10**6} Mpixel limit (a decompression bomb?)")
             img.load()
-            out = fit_size(to_rgb(img), size, policy)
+            out = fit_size(to_rgb(ImageOps.exif_transpose(img)), size, policy)
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image Pillow can read") from None
     except PermissionError:

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import shutil
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from ..files import storage_error, write_text
 from .augment import augment_batch, normalize, reflect_pad
 from .cifar import DataError, Dataset
 from .loader import batches_per_epoch, channel_stats, epoch_generator, epoch_seed
@@ -37,10 +41,6 @@ def write_shards(ds: Dataset, out: Path, shard_size: int = 10000, progress: bool
     Raises:
         DataError: ``shard_size`` < 1 or ``out`` not writable.
     """
-    import webdataset as wds
-    from PIL import Image
-    from tqdm import tqdm
-
     if shard_size < 1:
         raise DataError(f"--shard-size must be >= 1 images (got {shard_size}).")
     out = Path(out)
@@ -50,19 +50,42 @@ def write_shards(ds: Dataset, out: Path, shard_size: int = 10000, progress: bool
         raise DataError(f"cannot write shards to {out}: {e.strerror}") from None
     splits = [("train", ds.train)] + ([("val", ds.val)] if ds.val is not None else []) + [("test", ds.test)]
     meta = {"format": "webdataset", "name": ds.name, "classes": list(ds.classes), "splits": {},
-            "image_shape": list(ds.train.images.shape[1:])}
+            "image_shape": list(ds.train.images.shape[1:]), "bytes": {}}
     meta["mean"], meta["std"] = channel_stats(ds.train.images)
+    # written into a hidden folder, fsynced, then moved in; dataset.json (what readers open) comes last
+    partial = out / f".partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    (out / "dataset.json").unlink(missing_ok=True)
+    try:
+        _write_splits(splits, partial, shard_size, meta, progress)
+        for shard in sorted(partial.iterdir()):
+            os.replace(shard, out / shard.name)
+    except OSError as e:
+        raise storage_error(e, partial) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    write_text(out / "dataset.json", json.dumps(meta, indent=1))
+    return meta
+
+
+def _write_splits(splits, folder: Path, shard_size: int, meta: dict, progress: bool) -> None:
+    import webdataset as wds
+    from PIL import Image
+    from tqdm import tqdm
     for split, arr in splits:
-        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
+        with wds.ShardWriter(str(folder / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
             for i in tqdm(range(len(arr)), desc=f"sharding {split}", unit="img", disable=not progress):
                 buf = io.BytesIO()
                 Image.fromarray(np.ascontiguousarray(arr.images[i].transpose(1, 2, 0))).save(buf, format="PNG",
                                                                                             compress_level=1)
                 sink.write({"__key__": f"{i:09d}", "png": buf.getvalue(), "cls": int(arr.labels[i])})
-        shards = sorted(p.name for p in out.glob(f"{split}-*.tar"))
-        meta["splits"][split] = {"images": len(arr), "shards": shards}
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
-    return meta
+        shards = sorted(folder.glob(f"{split}-*.tar"))
+        for shard in shards:
+            with open(shard, "rb") as f:
+                os.fsync(f.fileno())
+            meta["bytes"][shard.name] = shard.stat().st_size
+        meta["splits"][split] = {"images": len(arr), "shards": [p.name for p in shards]}
 
 
 def read_shard_meta(folder: Path) -> dict:
@@ -74,7 +97,19 @@ def read_shard_meta(folder: Path) -> dict:
         missing = [s for s in info["shards"] if not (Path(folder) / s).is_file()]
         if missing:
             raise DataError(f"{folder}: shard(s) {', '.join(missing[:3])} of {split} are missing; rewrite the shards.")
+    check_shard_sizes(folder, meta)
     return meta
+
+
+def check_shard_sizes(folder: Path, meta: dict) -> None:
+    """Raise :class:`DataError` naming every shard whose size differs from ``dataset.json``'s record
+    (cut short by a copy or a full disk, or changed since it was written)."""
+    bad = [f"{name} is {(Path(folder) / name).stat().st_size} bytes, not {size}"
+           for name, size in meta.get("bytes", {}).items()
+           if (Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size != size]
+    if bad:
+        raise DataError(f"{folder}: damaged shards: {'; '.join(bad[:3])}. Copy them again or rewrite them with: "
+                        f"cifarlab data shard SOURCE {folder}")
 
 
 def _decode_png(sample):
@@ -104,7 +139,7 @@ class ShardLoader:
     def __init__(self, folder, split: str, mean, std, batch_size: int, device="cpu", train: bool = False,
                  flip: str = "none", translate: int = 0, cutout: int = 0, seed: int = 0, workers: int = 2):
         self.folder, self.split = Path(folder), split
-        meta = read_shard_meta(self.folder)
+        self.meta = meta = read_shard_meta(self.folder)
         if split not in meta["splits"]:
             raise DataError(f"{folder} has no {split} shards.")
         self.urls = [str(self.folder / s) for s in meta["splits"][split]["shards"]]
@@ -138,7 +173,14 @@ class ShardLoader:
         workers = min(self.workers, len(urls))
         loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=workers,
                                              persistent_workers=False)
-        yield from loader
+        check_shard_sizes(self.folder, self.meta)  # every epoch: a shard can be cut while a run goes on
+        try:
+            yield from loader
+        except (OSError, ValueError, RuntimeError, tarfile.TarError) as e:
+            check_shard_sizes(self.folder, self.meta)
+            raise DataError(f"{self.folder}: reading the {self.split} shards failed ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}). Rewrite them with: cifarlab data shard "
+                            f"SOURCE {self.folder}") from None
 
     def _batches(self, epoch: int | None):
         """Re-batch the stream's chunks to exactly ``batch_size`` (the last partial kept unless training)."""
@@ -161,9 +203,11 @@ class ShardLoader:
             return
         stop = len(self) if stop is None else min(stop, len(self))
         g = epoch_generator(self.seed, epoch)
+        done = 0
         for i, (x, y, k) in enumerate(self._batches(epoch)):
             if i >= stop:
                 break
+            done = i + 1
             b = len(y)
             # draw for every batch (also skipped ones) so batch i's draws do not depend on `start`
             shift = torch.randint(0, 2 * self.translate + 1, (b, 2), generator=g) if self.translate else None
@@ -178,6 +222,9 @@ class ShardLoader:
             x = augment_batch(reflect_pad(x.to(self.device), self.translate), self.mean, self.std, self.size,
                               shift=dev(shift), flip=dev(flip), cut=dev(cut), cutout=self.cutout)
             yield x, y.to(self.device)
+        if done < stop:
+            raise DataError(f"{self.folder}: the {self.split} shards gave {done} batches of {stop} (images missing "
+                            f"from a shard). Rewrite them with: cifarlab data shard SOURCE {self.folder}")
 
     def ordered(self):
         """The split in stored order (shards in name order, no shuffling), normalized."""

@@ -20,24 +20,38 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import fsync_dir, storage_error
 from .cifar import DataError, Dataset, ImageArrays
 
 FORMAT_VERSION = 1
 
 
 def write_store(out: Path, images: np.ndarray, labels: np.ndarray, manifest: dict) -> Path:
-    """Write a store atomically: into ``OUT.tmp-*`` then renamed over ``OUT``."""
+    """Write a store atomically: into ``OUT.tmp-*`` (each file fsynced) then renamed over ``OUT``.
+
+    Raises:
+        cifarlab.files.StorageError: disk full or not writable (``OUT`` is left as it was).
+    """
     out = Path(out)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.ascontiguousarray(images, dtype=np.uint8).tofile(tmp / "images.u8")
-    np.ascontiguousarray(labels, dtype=np.int64).tofile(tmp / "labels.i64")
     manifest = {"format": FORMAT_VERSION, "shape": list(images.shape), **manifest}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, data in (("images.u8", np.ascontiguousarray(images, dtype=np.uint8)),
+                           ("labels.i64", np.ascontiguousarray(labels, dtype=np.int64)),
+                           ("manifest.json", json.dumps(manifest).encode())):
+            with open(tmp / name, "wb") as f:
+                f.write(memoryview(data) if isinstance(data, np.ndarray) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise storage_error(e, out, images.nbytes + labels.nbytes) from None
+    fsync_dir(out.parent)
     return out
 
 

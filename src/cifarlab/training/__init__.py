@@ -2,15 +2,15 @@
 
 Never writes plots or HTML; receives validation as a function so it does not depend on evaluate.
 """
-from .checkpoint import (CheckpointError, atomic_write, load_model_checkpoint, load_train_state, load_weights,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, ResumePoint, load_model_checkpoint, load_resume_point, load_train_state,
+                         load_weights, save_checkpoint)
 from .loop import Trainer, fit
-from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainState
+from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState
 from .lr_find import lr_range_test, suggest
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups
 from .probe import fit_linear_probe
 from . import distributed
 
-__all__ = ["fit", "FitResult", "Trainer", "TrainState", "TrainingDiverged", "TrainingInterrupted", "CheckpointError", "atomic_write",
+__all__ = ["fit", "FitResult", "Trainer", "TrainState", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "CheckpointError", "ResumePoint", "load_resume_point",
            "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "ConvMuon", "Schedule", "build_optimizers",
            "lr_multiplier", "param_groups", "lr_range_test", "suggest", "fit_linear_probe", "distributed"]

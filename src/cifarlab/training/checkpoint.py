@@ -1,25 +1,28 @@
-"""Checkpoints: weights as safetensors, training state as a weights-only torch file, both atomic.
+"""Checkpoints: weights as safetensors, training state as a weights-only torch file; every write
+atomic, fsynced and read back before it replaces the old file (:func:`cifarlab.files.atomic_write`).
 
-A checkpoint ``NAME`` is two files in the run directory:
+A checkpoint ``NAME`` is, in the run directory:
 
 * ``checkpoint-NAME.safetensors``: the model's state dict (plus ``ema.``-prefixed EMA weights);
-* ``train-state-NAME.pt``: optimizer and schedule state, epoch/step, RNG states, metrics so far.
-  Loaded with ``torch.load(weights_only=True)``, which refuses anything but tensors and
-  plain containers, so a tampered file cannot execute code.
-
-Each file is written to a temporary name and renamed into place (atomic on POSIX), weights first,
-so a crash never leaves a half-written checkpoint under the real name.
+* ``train-state-NAME.pt`` (``last`` only): the same weights under ``model``, plus the optimizer
+  and schedule state, epoch/step, RNG states. One file, so weights and position always match
+  (two files could be caught half-updated by a crash). The one it replaces is kept as
+  ``train-state-prev.pt``: :func:`load_resume_point` falls back to it when ``last`` is damaged.
+  Loaded with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+  containers, so a tampered file cannot execute code.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write
 from ..runs import checkpoint_file, train_state_file
 
 
@@ -27,25 +30,45 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model. The message says which."""
 
 
-def atomic_write(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` then rename the temp file to ``path`` (same folder, atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _nbytes(tensors: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values() if isinstance(t, torch.Tensor))
+
+
+def _check_safetensors(keys: int):
+    def verify(tmp: str) -> None:
+        with safe_open(tmp, framework="pt") as f:
+            if len(list(f.keys())) != keys:
+                raise CheckpointError(f"{tmp} read back with the wrong number of tensors")
+    return verify
+
+
+def _check_torch(tmp: str) -> None:
+    torch.load(tmp, map_location="cpu", weights_only=True)
 
 
 def save_checkpoint(run_dir: Path, name: str, model_state: dict, train_state: dict | None = None) -> None:
-    """Write ``checkpoint-{name}.safetensors`` (+ ``train-state-{name}.pt`` when given)."""
+    """Write ``checkpoint-{name}.safetensors``, then, with ``train_state``, ``train-state-{name}.pt``
+    holding ``train_state`` plus the weights under ``model`` (the previous one kept as
+    ``train-state-prev.pt``). A training state is always the last file of a checkpoint written, so
+    every file a resumed run does not rewrite is at least as new as the state it resumes from.
+
+    Raises:
+        cifarlab.files.StorageError: disk full or not writable (the files on disk are unchanged).
+    """
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
-    atomic_write(Path(run_dir) / checkpoint_file(name), lambda p: save_file(tensors, p))
-    if train_state is not None:
-        atomic_write(Path(run_dir) / train_state_file(name), lambda p: torch.save(train_state, p))
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / checkpoint_file(name), lambda p: save_file(tensors, p), needed=_nbytes(tensors),
+                 verify=_check_safetensors(len(tensors)))
+    if train_state is not None:  # last: the train state is the commit point (a crash before it replays the epoch)
+        state = {**train_state, "model": tensors}
+
+        def write_state(tmp: str) -> None:  # through memory: torch's own file writer hides the OSError of a full disk
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+        atomic_write(run_dir / train_state_file(name), write_state, needed=3 * _nbytes(tensors), verify=_check_torch,
+                     previous=run_dir / train_state_file("prev"))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -56,7 +79,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"Checkpoint {path} is corrupt or not a safetensors file ({e}).") from None
+        raise CheckpointError(f"Checkpoint {path} is damaged or not a safetensors file ({e}).") from None
 
 
 def load_train_state(path: Path) -> dict:
@@ -68,6 +91,51 @@ def load_train_state(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, refused globals
         raise CheckpointError(f"Training state {path} is corrupt or unsafe ({type(e).__name__}: {e}).") from None
+
+
+@dataclass
+class ResumePoint:
+    """What :func:`load_resume_point` found: the train state, its weights and the file they came from."""
+    state: dict
+    weights: dict
+    path: Path
+
+
+def load_resume_point(run_dir: Path) -> ResumePoint | None:
+    """The newest readable training state of a run: ``train-state-last.pt``, else (damaged, or gone
+    because a crash fell between two renames) ``train-state-prev.pt`` with a warning. None when
+    the run never saved one (it was stopped before its first checkpoint: it restarts from step 0).
+
+    Raises:
+        CheckpointError: both files are damaged; the message names them and how to restart.
+    """
+    run_dir = Path(run_dir)
+    problems = []
+    for name in ("last", "prev"):
+        path = run_dir / train_state_file(name)
+        if not path.is_file():
+            continue
+        try:
+            state = load_train_state(path)
+            weights = state.pop("model", None)
+            if weights is None:  # written before the weights moved into the train state
+                weights = load_weights(run_dir / checkpoint_file("last")) if name == "last" else None
+            if weights is None:
+                raise CheckpointError(f"Training state {path} holds no weights.")
+        except CheckpointError as e:
+            problems.append((path, str(e)))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0][1]} Resuming from {path.name} instead (epoch "
+                          f"{state['position']['epoch'] + 1}, step {state['position']['global_step']}); the steps "
+                          "after it are trained again.", stacklevel=2)
+        return ResumePoint(state, weights, path)
+    if not problems:
+        return None
+    files = " ".join(str(p) for p, _ in problems)
+    raise CheckpointError(f"Cannot resume {run_dir}: " + " ".join(why for _, why in problems)
+                          + f" To train the run again from the beginning with the same config, delete them "
+                            f"(rm {files}) and run: cifarlab train --resume {run_dir}")
 
 
 def load_model_checkpoint(model: torch.nn.Module, path: Path, model_name: str = "the model") -> torch.nn.Module:

@@ -22,11 +22,14 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
+from ..files import StorageError
 from ..runs import RunDir
 from .checkpoint import load_weights, save_checkpoint
 from .distributed import DistEnv, sum_across
+from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
+                     outputs_finite, weights_of, write_failed)
 from .optim import Schedule, build_optimizers
-from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainState, rng_state
+from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState, rng_state
 from .strategy import Strategy
 
 
@@ -64,7 +67,7 @@ class Trainer:
         self.st = TrainState()
         self.best_state = None
         self.history: list[dict] = []
-        self.writer = self.progress = None
+        self.writer = self.progress = self.last_x = None
 
     # ------------------------------------------------------------------ state in and out
     def restore(self, resume: dict, weights: dict) -> None:
@@ -101,38 +104,54 @@ class Trainer:
         """One optimizer step on batch ``(x, y)``; returns the lr multiplier it used.
 
         Raises:
-            TrainingDiverged: the loss is not finite (status ``diverged`` written).
+            TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or more than
+                :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``).
+            TrainingOutOfMemory: the step ran out of memory (status ``failed``).
         """
         st, cfg = self.st, self.cfg
         self.model.train()  # every step: the strategy then re-freezes BatchNorm where it must
         self.strategy.set_mode(self.model, st.global_step)
         if hasattr(self.model, "whiten_bias_trainable"):
             self.model.whiten_bias_trainable = st.global_step < self.schedule.whiten_steps
-        with self.ctx():
-            out = self.fwd(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing, reduction=cfg.loss_reduction)
-        loss_value = loss.item()
-        finite = math.isfinite(loss_value)
-        if self.env.enabled:  # every rank must stop together
-            finite = sum_across([0.0 if finite else 1.0], self.env)[0] == 0
-        if not finite:
-            if self.main:
-                self.run.set_status("diverged", epoch=epoch + 1, step=st.global_step)
-            kept = (f"The checkpoints of the last good epoch ({epoch}) are kept in {self.run.path}." if epoch else
-                    "No epoch had finished, so no checkpoint was written.")
-            raise TrainingDiverged(
-                f"The training loss became {loss_value} at epoch {epoch + 1} (step {st.global_step + 1}); "
-                f"training stopped. {kept} Lower the learning rate (lr, bias_lr, head_lr) or use precision "
-                "fp32, then start a new run.")
-        # DDP averages gradients over ranks; a summed loss must count the whole global batch
-        (loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss).backward()
+        try:
+            with self.ctx():
+                out = self.fwd(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing,
+                                       reduction=cfg.loss_reduction)
+            loss_value = loss.item()
+            bad = None if math.isfinite(loss_value) else f"the training loss became {loss_value}"
+            if self.env.enabled:  # every rank must take the same branch (backward all-reduces)
+                others = sum_across([0.0 if bad is None else 1.0], self.env)[0]
+                bad = bad or ("the training loss became non-finite on another process" if others else None)
+            if bad is None:
+                # DDP averages gradients over ranks; a summed loss must count the whole global batch
+                (loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss).backward()
+                if not all_finite([p.grad for p in self.model.parameters() if p.grad is not None]):
+                    bad = "a gradient became NaN/inf"
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            self.model.zero_grad(set_to_none=True)
+            raise self._out_of_memory(e, epoch) from None
+        if bad is not None:
+            self.model.zero_grad(set_to_none=True)
+            if cfg.on_nan != "skip-batch" or st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                after = f" after {st.skipped_in_a_row} skipped batches in a row" if cfg.on_nan == "skip-batch" else ""
+                self._diverged(f"{bad}{after} at epoch {epoch + 1} (step {st.global_step + 1})", epoch)
+            st.skipped_batches, st.skipped_in_a_row = st.skipped_batches + 1, st.skipped_in_a_row + 1
+            st.global_step, st.step_in_epoch = st.global_step + 1, st.step_in_epoch + 1
+            return self.schedule.multiplier(st.global_step - 1)
+        st.skipped_in_a_row = 0
         lr_mult = self.schedule.set(st.global_step)
         for opt in self.optimizers:
             opt.step()
         self.model.zero_grad(set_to_none=True)
+        if not all_finite(weights_of(self.model)):
+            self._diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
+                           f"(step {st.global_step + 1})", epoch)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        n = len(y)
+        n, self.last_x = len(y), x
         per_image = loss_value / n if cfg.loss_reduction == "sum" else loss_value
         st.acc_loss += per_image * n
         st.acc_correct += int((out.argmax(1) == y).sum())
@@ -143,9 +162,30 @@ class Trainer:
             cb("step", {"epoch": epoch, "global_step": st.global_step, "loss": per_image}, self.model)
         return lr_mult
 
+    def _last_good(self, done: int | None = None) -> str:
+        return last_good(self.run.path, self.st.epoch if done is None else done)
+
+    def _diverged(self, what: str, epoch: int):
+        if self.main:
+            self.run.set_status("diverged", epoch=epoch + 1, step=self.st.global_step, reason=what)
+        raise TrainingDiverged(
+            f"Training diverged: {what}; training stopped. {self._last_good()} Lower the learning rate "
+            "(lr, bias_lr, head_lr) or use precision fp32 and start a new run, or resume with --set "
+            "on_nan=skip-batch to skip the batches whose loss or gradient is not finite.")
+
+    def _out_of_memory(self, e: RuntimeError, epoch: int) -> TrainingOutOfMemory:
+        if self.main:
+            self.run.set_status("failed", epoch=epoch + 1, step=self.st.global_step, reason="out of memory")
+        return out_of_memory_error(e, self.cfg.batch_size, self.device,
+                                   f"epoch {epoch + 1} (step {self.st.global_step + 1})", self._last_good())
+
     # ------------------------------------------------------------------ end of an epoch
     def end_epoch(self, epoch: int, seconds: float, lr_mult: float) -> bool:
-        """Validation, metrics row, checkpoints; returns True when early stopping ends the run."""
+        """Validation, metrics row, checkpoints; returns True when early stopping ends the run.
+
+        Raises: TrainingDiverged (non-finite weights, eval-mode outputs or validation loss: nothing
+        of this epoch saved), StorageError (a write failed; the previous checkpoints kept).
+        """
         st, cfg = self.st, self.cfg
         loss_sum, correct, seen = sum_across([st.acc_loss, st.acc_correct, st.acc_seen], self.env)
         st.images_seen += int(seen)  # counted once per completed epoch, all ranks
@@ -153,8 +193,17 @@ class Trainer:
                "train_top1": 100.0 * correct / max(1, seen), "lr_mult": lr_mult,
                "lr": {g.get("name", str(i)): g["lr"] for o in self.optimizers for i, g in enumerate(o.param_groups)},
                "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+        if st.skipped_batches:
+            row["skipped_batches"] = st.skipped_batches
+        bad = not all_finite(weights_of(self.eval_model)) or (  # with no validation, one batch in eval mode
+            self.val_fn is None and self.last_x is not None and not outputs_finite(self.eval_model, self.last_x, self.ctx))
+        if sum_across([float(bad)], self.env)[0]:
+            self._diverged(f"the model's weights or evaluation-mode outputs are not finite at the end of epoch "
+                           f"{epoch + 1}", epoch)
         if self.val_fn is not None:
             v = self.val_fn(self.eval_model)
+            if not math.isfinite(v["loss"]):
+                self._diverged(f"the validation loss became {v['loss']} at the end of epoch {epoch + 1}", epoch)
             row.update(val_loss=v["loss"], val_top1=v["top1"])
             improved = v["top1"] > st.best_val + cfg.early_stopping_min_delta
             if v["top1"] > st.best_val:
@@ -165,16 +214,19 @@ class Trainer:
             st.best_epoch = epoch
             self.best_state = _clone(self.eval_model.state_dict())
         self.history.append(row)
-        if self.main:
-            self.run.append_metrics(row)
-            for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
-                if k in row:
-                    self.writer.add_scalar(k, row[k], epoch + 1)
-            self.writer.flush()
-        st.next_epoch(epoch + 1)
-        if st.best_epoch == epoch and self.main:
-            save_checkpoint(self.run.path, "best", self.best_state)
-        self.save_last()
+        try:
+            if self.main:
+                self.run.append_metrics(row)
+                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
+                    if k in row:
+                        self.writer.add_scalar(k, row[k], epoch + 1)
+                self.writer.flush()
+            st.next_epoch(epoch + 1)
+            if st.best_epoch == epoch and self.main:
+                save_checkpoint(self.run.path, "best", self.best_state)
+            self.save_last()
+        except (OSError, StorageError) as e:
+            raise write_failed(e, self.run, epoch) from None
         for cb in self.callbacks:
             cb("epoch", row, self.eval_model)
         return bool(cfg.early_stopping_patience and st.bad_epochs >= cfg.early_stopping_patience)
@@ -213,13 +265,16 @@ class Trainer:
                 t_start = None
                 if self.end_epoch(epoch, seconds, lr_mult):
                     return FitResult(self.best_state, st.best_epoch, epoch + 1, self.history, st.train_seconds,
-                                     st.images_seen, stopped_early=True)
+                                     st.images_seen, True, st.skipped_batches)
         except KeyboardInterrupt:
             # save the exact position: the partial epoch's counters and the time spent in it
             if t_start is not None and st.step_in_epoch:
                 st.acc_seconds += time.perf_counter() - t_start
                 st.train_seconds += time.perf_counter() - t_start
-            self.save_last()
+            try:
+                self.save_last()
+            except (OSError, StorageError) as e:
+                raise write_failed(e, self.run, st.epoch) from None
             if self.main:
                 self.run.set_status("interrupted", epoch=st.epoch, step=st.global_step)
             raise TrainingInterrupted(
@@ -231,7 +286,7 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return FitResult(self.best_state, st.best_epoch, self.n_epochs, self.history, st.train_seconds,
-                         st.images_seen)
+                         st.images_seen, False, st.skipped_batches)
 
 
 def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: torch.device,
@@ -242,18 +297,18 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
 
     Args:
         val_fn: model -> ``{"loss": float, "top1": float (%)}`` on the validation split, or None.
-        resume / resume_weights: a saved training state and the matching ``checkpoint-last`` tensors.
-        callbacks: callables ``cb(event, info, model)`` with event ``"step"`` or ``"epoch"`` (info: the
-            step's numbers, or the epoch's metrics row; model: the weights being evaluated); raising
-            :class:`KeyboardInterrupt` from one behaves like Ctrl-C (used by tests).
-        dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: the model is
-            wrapped in DistributedDataParallel, epoch metrics are summed across ranks, and only
-            rank 0 writes the run directory.
+        resume / resume_weights: a saved training state (:func:`load_resume_point`) and its weights.
+        callbacks: callables ``cb(event, info, model)``, event ``"step"`` (info: the step's numbers) or
+            ``"epoch"`` (the metrics row; model: the weights evaluated); a :class:`KeyboardInterrupt`
+            raised in one behaves like Ctrl-C (used by tests).
+        dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: DDP-wrapped model,
+            epoch metrics summed across ranks, only rank 0 writes the run directory.
         ctx: zero-argument callable giving the forward pass's precision context
             (:func:`cifarlab.runtime.autocast` bound to the device and precision); None: no autocast.
 
     Raises:
-        TrainingDiverged: non-finite loss (status ``diverged``; checkpoints of the last good epoch kept).
+        TrainingDiverged, TrainingOutOfMemory, StorageError: see :meth:`Trainer.step`,
+            :meth:`Trainer.end_epoch` (the last good epoch's checkpoints kept).
         TrainingInterrupted: Ctrl-C (status ``interrupted``; position saved).
     """
     trainer = Trainer(model, loader, cfg, run, device, ctx or contextlib.nullcontext, val_fn, callbacks, dist_env)

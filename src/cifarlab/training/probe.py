@@ -20,7 +20,8 @@ from ..config import TrainConfig
 from ..data import batches_per_epoch, default_data_dir, epoch_generator
 from ..models import classifier_names
 from ..runs import RunDir
-from .checkpoint import atomic_write, save_checkpoint
+from ..files import atomic_write
+from .checkpoint import save_checkpoint
 from .loop import FitResult, fit
 
 FORMAT_VERSION = 1

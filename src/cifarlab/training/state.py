@@ -9,7 +9,17 @@ import torch
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf. The last good checkpoint is kept; the message names the epoch."""
+    """A loss, gradient, weight or validation loss became NaN/inf. Nothing non-finite is saved;
+    the last good checkpoint is kept and the message names the step and that checkpoint."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """A step ran out of (GPU or host) memory; the message gives the batch size that should fit.
+    ``suggested_batch_size`` is an attribute."""
+
+    def __init__(self, message: str, suggested_batch_size: int):
+        super().__init__(message)
+        self.suggested_batch_size = suggested_batch_size
 
 
 class TrainingInterrupted(RuntimeError):
@@ -26,6 +36,7 @@ class FitResult:
     train_seconds: float = 0.0       # seconds inside training steps, all sessions of the run
     images_seen: int = 0
     stopped_early: bool = False
+    skipped_batches: int = 0         # on_nan=skip-batch: steps skipped for a non-finite loss/gradient
 
 
 @dataclass
@@ -47,6 +58,8 @@ class TrainState:
     acc_correct: int = 0
     acc_seen: int = 0
     acc_seconds: float = 0.0
+    skipped_batches: int = 0
+    skipped_in_a_row: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":

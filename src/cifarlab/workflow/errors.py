@@ -1,13 +1,32 @@
 """The exception types that mean bad input or a run that cannot go on (config, data, run directory,
-model, weights, checkpoint, divergence, suite, ensemble): the command line reports them as one
-paragraph rather than a traceback, and a suite records them per run and goes on."""
+model, weights, checkpoint, divergence, memory, disk, suite, ensemble): the command line reports
+them as one paragraph rather than a traceback, with the exit status of :func:`exit_code`, and a
+suite records them per run and goes on."""
 from ..config import ConfigError
 from ..data import DataError
 from ..evaluation.ensemble import EnsembleError
+from ..files import FolderInUse, StorageError
 from ..models import UnknownModelError, WeightsError
 from ..runs import RunDirError
-from ..training import CheckpointError, TrainingDiverged
+from ..training import CheckpointError, TrainingDiverged, TrainingOutOfMemory
 from .suite_file import SuiteError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunDirError, UnknownModelError, CheckpointError,
-                                            TrainingDiverged, WeightsError, SuiteError, EnsembleError, ValueError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunDirError, FolderInUse, UnknownModelError, CheckpointError,
+                                            TrainingDiverged, TrainingOutOfMemory, StorageError, WeightsError,
+                                            SuiteError, EnsembleError, ValueError)
+
+EXIT_CODES = {0: "done", 1: "internal error (a bug: please report it with the traceback)",
+              2: "bad input: config, data, run directory, model, checkpoint; or the run directory is in use",
+              3: "training diverged (a loss, gradient or weight became NaN/inf)",
+              4: "out of disk space, memory, or write permission (resume once fixed)",
+              130: "interrupted (Ctrl-C or SIGTERM); the position is saved for --resume"}
+"""The ``cifarlab`` command's exit statuses (also in the README)."""
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit status for an error of :data:`USER_ERRORS` (see :data:`EXIT_CODES`)."""
+    if isinstance(e, TrainingDiverged):
+        return 3
+    if isinstance(e, (StorageError, TrainingOutOfMemory)):
+        return 4
+    return 2

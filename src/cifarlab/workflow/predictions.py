@@ -5,12 +5,12 @@ and the TTA level, so retraining or re-evaluating invalidates it.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import torch
 
 from ..evaluation import Predictions, predict_logits
+from ..files import atomic_write
 from ..runs import PREDICTIONS_FILE, RunDir
 from .setup import Setup, assemble_run
 
@@ -31,10 +31,10 @@ def save_predictions(run_dir, preds: Predictions, checkpoint: str = "best"):
         arrays.update(val_logits=preds.val_logits.astype(np.float32), val_labels=preds.val_labels.astype(np.int64))
     if preds.coarse_of_fine is not None:
         arrays["coarse_of_fine"] = preds.coarse_of_fine.astype(np.int64)
-    tmp = rd.file(".predictions.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, rd.file(PREDICTIONS_FILE))
-    return rd.file(PREDICTIONS_FILE)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a bare name
+            np.savez(f, **arrays)
+    return atomic_write(rd.file(PREDICTIONS_FILE), write, needed=sum(a.nbytes for a in arrays.values()))
 
 
 def load_cached_predictions(run_dir, checkpoint: str = "best", tta: int | None = None) -> Predictions | None:

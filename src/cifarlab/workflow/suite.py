@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import config_diff
-from ..runs import RunDir
+from ..files import lock_folder
+from ..runs import RunDir, RunDirError
 from .compare import compare_runs
 from .ensemble import ensemble_runs
 from .errors import USER_ERRORS
@@ -34,10 +35,19 @@ def run_suite(suite: Suite, progress: bool = True, log=print) -> SuiteResult:
 
     A run that fails (diverges, bad model input...) is recorded in ``result.failed`` and the
     suite goes on. Raises :class:`SuiteError` when a finished run's saved config differs from
-    the suite's, since comparing it would be comparing something else.
+    the suite's, since comparing it would be comparing something else, and :class:`~cifarlab.files.FolderInUse`
+    when another process is running the same suite (its output folder is locked meanwhile).
     """
+    try:
+        suite.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"Cannot write the suite's output folder {suite.out}: {e.strerror}.") from None
+    with lock_folder(suite.out, f"compare {suite.path}"):
+        return _run(suite, progress, log)
+
+
+def _run(suite: Suite, progress, log) -> SuiteResult:
     result = SuiteResult(suite)
-    suite.out.mkdir(parents=True, exist_ok=True)
     for i, run in enumerate(suite.runs):
         rd = RunDir(suite.run_dir(run))
         cfg = run.config.update({"progress": progress})
@@ -53,7 +63,7 @@ def run_suite(suite: Suite, progress: bool = True, log=print) -> SuiteResult:
             result.skipped.append(run.name)
             result.completed.append(rd.path)
             continue
-        resume = rd.train_state().is_file()
+        resume = rd.config_path.is_file()  # started before: go on from its last checkpoint (or its start)
         log(f"{tag}: {'resuming' if resume else 'training'} {cfg.model} ({cfg.strategy}, {cfg.epochs:g} epochs)")
         try:
             if resume:

@@ -5,9 +5,12 @@ Run``, ``evaluate(run)``, ``lr_find(config)``. Each resolves its config through
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +18,13 @@ import torch
 
 from ..config import ConfigError, TrainConfig, config_diff
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
+from ..files import remove_stale_temps
 from ..models import count_parameters
 from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
 from ..runs import EVALUATION_FILE, Results, Run, RunDir, RunDirError, generate_run_name, write_json
 from ..runtime import environment, resolve_device, tune_malloc
-from ..training import distributed, fit, fit_linear_probe, load_train_state, load_weights, lr_range_test
+from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, load_resume_point, lr_range_test
 from .predictions import predictions_of, save_predictions
 from .setup import Setup, assemble, assemble_run
 
@@ -71,12 +75,13 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         :class:`~cifarlab.runs.Run` whose ``results`` follow :class:`~cifarlab.runs.Results`.
 
     Raises:
-        ConfigError, DataError, RunDirError, UnknownModelError, WeightsError, TrainingDiverged,
-        TrainingInterrupted.
+        ConfigError, DataError, RunDirError (also: another process holds the run directory),
+        UnknownModelError, WeightsError, CheckpointError (resume: both saved states damaged),
+        TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, StorageError (disk full,
+        read-only; the last good checkpoint is kept and ``resume`` continues once space is freed).
     """
     t0 = time.perf_counter()
     tune_malloc()
-    state = weights = None
     if resume is not None:
         rd = RunDir(resume)
         saved = rd.load_config()
@@ -84,7 +89,6 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         check_resume_compatible(saved, cfg, rd.path)
         if rd.is_complete():
             raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
-        state, weights = load_train_state(rd.train_state()), load_weights(rd.checkpoint("last"))
     else:
         cfg = run_config(config, overrides)
     if cfg.threads:
@@ -99,15 +103,32 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
     device = distributed.device_for(env, resolve_device(cfg.device))
     if resume is None:
         rd = _start(cfg, run_dir, env)
+    with rd.lock("train") if env.is_main else contextlib.nullcontext():
+        point = None
+        if resume is not None:
+            if env.is_main:
+                remove_stale_temps(rd.path)
+            point = load_resume_point(rd.path)
+            if point is None:
+                warnings.warn(f"{rd.path} was stopped before its first checkpoint; training it from the start.",
+                              stacklevel=2)
+                if env.is_main:
+                    rd.truncate_metrics(0)
+        return _train_in(rd, cfg, env, device, point, callbacks, t0)
+
+
+def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: float) -> Run:
+    """:func:`train` once the run directory is held: train (or go on from ``point``), score, record."""
+    state, weights = (point.state, point.weights) if point is not None else (None, None)
     if env.is_main:
         rd.save_config(cfg)
         rd.set_status("running")
     distributed.barrier(env)
 
-    # On resume the weights come from checkpoint-last, except for a cached linear probe, whose
-    # checkpoints hold only the classifier: its backbone must be loaded again.
+    # On resume the weights come from the train state, except for a cached linear probe, whose
+    # train state holds only the classifier: its backbone must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
-    s = assemble(cfg, device, load_weights=resume is None or probe, dist_env=env)
+    s = assemble(cfg, device, load_weights=state is None or probe, dist_env=env)
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
@@ -142,6 +163,11 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
     logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta)
     eval_seconds = time.perf_counter() - t_eval
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
+    if not math.isfinite(test["loss"]):
+        rd.set_status("diverged", reason=f"test loss {test['loss']}")
+        raise TrainingDiverged(f"Training diverged: the test loss of the selected weights (epoch "
+                               f"{result.best_epoch + 1}) is {test['loss']}, so {rd.path} is not recorded as "
+                               "complete. Train again with a lower learning rate or precision fp32.")
     # cached for comparisons, ensembles and reports (val logits too, when a split exists)
     save_predictions(rd.path, predictions_of(eval_model, s, test=(logits, labels)))
     example = next(iter(s.pipes["test"].ordered()))[0]
@@ -159,7 +185,7 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
         inference_images_per_s=inference_throughput(eval_model, example, s.ctx),
         peak_memory_bytes=peak if s.device.type == "cpu" else int(torch.cuda.max_memory_allocated(s.device)),
         peak_rss_bytes=peak, normalization=s.normalization, data_source=src.location, data_notes=src.notes,
-        environment=environment(s.device))
+        environment=environment(s.device), skipped_batches=result.skipped_batches)
 
 
 def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | None = None,
