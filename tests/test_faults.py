@@ -395,3 +395,86 @@ def test_a_shard_cut_in_half_while_streaming(ref, tmp_path, capsys):
     cfg = tiny_config(ref["data"], dataset=f"shards:{out}", epochs=3, batch_size=50)
     with pytest.raises(DataError, match="train-000002.tar is .* bytes, not"):
         cifarlab.train(cfg, run_dir=tmp_path / "run", callbacks=(cut,))
+
+
+# ---------------------------------------------------------------------------------------------- images from strangers
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A 60-byte PNG that claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+
+
+def hostile_images(folder: Path) -> dict[str, str]:
+    """Files a stranger's folder holds; returns name -> what decoding must give ("red", "skip: reason"...)."""
+    import io
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    _png_header_only(folder / "bomb.png", 40_000, 40_000)
+    # EXIF orientation 6: stored landscape (left red, right blue), shown rotated 90 degrees clockwise
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(folder / "rotated.jpg", exif=exif, quality=95)
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "one-pixel.png")
+    Image.new("RGB", (1, 60_000), (255, 0, 0)).save(folder / "strip.png")   # a 1 x 60000 line
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 24), (255, 0, 0)).save(buf, format="PNG")
+    (folder / "really-a-png.jpg").write_bytes(buf.getvalue())                # lies about its extension
+    (folder / "not-an-image.png").write_text("hello")
+    return {"bomb.png": "skip: over the 144 Mpixel limit", "rotated.jpg": "red over blue", "animated.webp": "red",
+            "animated.gif": "red", "one-pixel.png": "red", "strip.png": "red", "really-a-png.jpg": "red",
+            "not-an-image.png": "skip: not an image"}
+
+
+def _check_decoded(arr: np.ndarray, want: str, name: str) -> None:
+    r, g, b = (arr[c].astype(int) for c in range(3))
+    if want == "red":
+        assert r.mean() > 200 and g.mean() < 40 and b.mean() < 40, name
+    else:  # red over blue: the EXIF rotation applied as a viewer shows it
+        assert r[:12].mean() > 200 and b[:12].mean() < 60, name
+        assert b[-12:].mean() > 200 and r[-12:].mean() < 60, name
+
+
+def test_images_from_strangers_in_a_folder_a_store_and_predict(ref, tmp_path):
+    from PIL import Image
+    from cifarlab.data.folder import pack_folder
+    from cifarlab.data.images import load_image
+    from cifarlab.data.store import open_store
+    from cifarlab.workflow import predict_images
+    expect = hostile_images(tmp_path / "strangers")
+    for name, want in expect.items():
+        if want.startswith("skip"):
+            with pytest.raises(ValueError, match=want.split(": ")[1]):
+                load_image(tmp_path / "strangers" / name, 32)
+        else:
+            _check_decoded(load_image(tmp_path / "strangers" / name, 32), want, name)
+    # the same files as one class of an image folder, packed into a store
+    root = tmp_path / "folder"
+    for split in ("train", "test"):
+        hostile_images(root / split / "odd")
+        (root / split / "plain").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (0, 255, 0)).save(root / split / "plain" / f"{i}.png")
+    m = pack_folder(root, tmp_path / "store", progress=False, workers=1)
+    skipped = {s.split(":")[0]: s for s in m["skipped"]}
+    assert set(skipped) == {f"{s}/odd/{n}" for s in ("train", "test") for n in expect if expect[n].startswith("skip")}
+    assert "Mpixel limit" in skipped["train/odd/bomb.png"]
+    ds = open_store(tmp_path / "store")
+    decoded = sorted(n for n in expect if not expect[n].startswith("skip"))
+    odd = ds.train.images[ds.train.labels == ds.classes.index("odd")]
+    assert len(odd) == len(decoded)
+    for arr, name in zip(odd, decoded):  # packed in sorted file order
+        _check_decoded(arr, expect[name], name)
+    # predict: the decodable ones predicted, the others listed with the reason
+    res = predict_images(ref["run"].path, [tmp_path / "strangers"])
+    assert sorted(Path(p["file"]).name for p in res["predictions"]) == decoded
+    assert {Path(e["file"]).name: e["error"] for e in res["errors"]}.keys() == {"bomb.png", "not-an-image.png"}

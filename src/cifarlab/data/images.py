@@ -17,6 +17,7 @@ decoded frame plus a ``size``-sided result.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,10 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
         raise ImageDecodeError(path, "not an image Pillow can read") from None
     except PermissionError:
         raise ImageDecodeError(path, "permission denied") from None
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(path, f"too many pixels ({e})") from None
+    except Image.DecompressionBombError as e:  # Pillow's own check, at open, of a claim far past ours
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageDecodeError(path, f"claims {int(claimed.group(1)) // 10**6 if claimed else 'too many'} Mpixel, over "
+                               f"the {MAX_PIXELS // 10**6} Mpixel limit (a decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageDecodeError):
             raise
