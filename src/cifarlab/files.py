@@ -19,6 +19,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -136,15 +137,12 @@ def atomic_write(path: Path | str, writer: Callable[[str], None], needed: int | 
 
 
 def _os_error(e: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``e`` (libraries wrap it: safetensors raises its own type with the text)."""
+    """The ``OSError`` behind ``e``: itself, or the one a library reported in its own exception's text
+    (safetensors' Rust writer says "... (os error 28)")."""
     if isinstance(e, OSError):
         return e
-    text = str(e)
-    if "No space left on device" in text or "os error 28" in text:
-        return OSError(errno.ENOSPC, "No space left on device")
-    if "Read-only file system" in text or "os error 30" in text:
-        return OSError(errno.EROFS, "Read-only file system")
-    return None
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 def write_text(path: Path | str, text: str) -> Path:

@@ -137,7 +137,7 @@ class Trainer:
             self.model.zero_grad(set_to_none=True)
             if cfg.on_nan != "skip-batch" or st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
                 after = f" after {st.skipped_in_a_row} skipped batches in a row" if cfg.on_nan == "skip-batch" else ""
-                self._diverged(f"{bad}{after} at epoch {epoch + 1} (step {st.global_step + 1})", epoch)
+                self._diverged(f"{bad}{after} at epoch {epoch + 1} (step {st.global_step + 1})", epoch, not after)
             st.skipped_batches, st.skipped_in_a_row = st.skipped_batches + 1, st.skipped_in_a_row + 1
             st.global_step, st.step_in_epoch = st.global_step + 1, st.step_in_epoch + 1
             return self.schedule.multiplier(st.global_step - 1)
@@ -165,13 +165,13 @@ class Trainer:
     def _last_good(self, done: int | None = None) -> str:
         return last_good(self.run.path, self.st.epoch if done is None else done)
 
-    def _diverged(self, what: str, epoch: int):
+    def _diverged(self, what: str, epoch: int, skippable: bool = False):
         if self.main:
             self.run.set_status("diverged", epoch=epoch + 1, step=self.st.global_step, reason=what)
-        raise TrainingDiverged(
-            f"Training diverged: {what}; training stopped. {self._last_good()} Lower the learning rate "
-            "(lr, bias_lr, head_lr) or use precision fp32 and start a new run, or resume with --set "
-            "on_nan=skip-batch to skip the batches whose loss or gradient is not finite.")
+        skip = (", or resume with --set on_nan=skip-batch to skip the batches whose loss or gradient is not finite"
+                if skippable else "")
+        raise TrainingDiverged(f"Training diverged: {what}; training stopped. {self._last_good()} Lower the learning "
+                               f"rate (lr, bias_lr, head_lr) or use precision fp32 and start a new run{skip}.")
 
     def _out_of_memory(self, e: RuntimeError, epoch: int) -> TrainingOutOfMemory:
         if self.main:
