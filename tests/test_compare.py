@@ -197,6 +197,10 @@ def test_suite_trains_skips_resumes_and_refuses_changed_runs(runs, tmp_path, mon
     assert ckpt.stat().st_mtime_ns == stamp                   # complete run not retrained
     assert any("ab-s0: complete, skipped" in m for m in logs)
     assert any("ab-s1: resuming" in m for m in logs) and len(res.completed) == 2
+    from cifarlab.files import FolderInUse, lock_folder
+    with lock_folder(tmp_path / "runs/tiny", "compare tiny.yaml"):  # another compare of this suite is running
+        with pytest.raises(FolderInUse, match=f"pid {os.getpid()} .*'compare tiny.yaml'"):
+            run_suite(s, progress=False, log=lambda m: None)
     s2 = load_suite(_write(tmp_path / "tiny.yaml", text.replace("epochs: 2", "epochs: 3")),
                     {"data_dir": str(runs["data10"]), "download": False})
     with pytest.raises(SuiteError, match="different config.*epochs"):

@@ -195,11 +195,15 @@ def lock_folder(folder: str | os.PathLike, what: str = "train"):
 
     Raises:
         FolderInUse: another live process holds the lock (the message gives its pid and host).
+        StorageError: the lock file cannot be written (read-only folder, full disk).
     """
     import fcntl
     path = Path(folder) / LOCK_FILE
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error(e, path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -224,9 +228,13 @@ def lock_folder(folder: str | os.PathLike, what: str = "train"):
                       f"releasing it{'' if not alive else ' (that pid is now another process)'}.", stacklevel=3)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
             "started": _dt.datetime.now().isoformat(timespec="seconds")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
-    os.fsync(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        raise storage_error(e, path) from None
     try:
         yield info
     finally:
