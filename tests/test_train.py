@@ -202,6 +202,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, mo
 
 
 
+def test_threads_key_does_not_leak_into_the_caller(cifar10_dir, tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+    cifarlab.train(tiny_config(cifar10_dir, epochs=1, threads=before + 1), run_dir=tmp_path / "run",
+                   callbacks=(lambda ev, info, m: seen.append(torch.get_num_threads()),))
+    assert seen and set(seen) == {before + 1} and torch.get_num_threads() == before
+
+
 def test_unwritable_run_dir(cifar10_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

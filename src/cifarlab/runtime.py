@@ -48,6 +48,20 @@ def tune_malloc() -> bool:
     return ok
 
 
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Use ``n`` intra-op CPU threads inside the block (None: leave the setting alone), then put the
+    caller's setting back, so a ``threads`` key of one run does not leak into the next call of a
+    notebook or test session (thread count changes the order of CPU reductions, hence the bits)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU. Raises :class:`ConfigError` for an absent GPU."""
     if name == "auto":

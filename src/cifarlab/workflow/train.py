@@ -23,7 +23,7 @@ from ..models import count_parameters
 from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
 from ..runs import EVALUATION_FILE, Results, Run, RunDir, RunDirError, generate_run_name, write_json
-from ..runtime import environment, resolve_device, tune_malloc
+from ..runtime import environment, num_threads, resolve_device, tune_malloc
 from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, load_resume_point, lr_range_test
 from .predictions import predictions_of, save_predictions
 from .setup import Setup, assemble, assemble_run
@@ -91,8 +91,12 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
             raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
     else:
         cfg = run_config(config, overrides)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with num_threads(cfg.threads):
+        return _train_held(cfg, run_dir, resume, callbacks, t0)
+
+
+def _train_held(cfg: TrainConfig, run_dir, resume, callbacks, t0: float) -> Run:
+    """:func:`train` after the config is resolved: take the run directory, then train in it."""
     env = distributed.init(cfg.device)
     if env.enabled:
         if cfg.strategy not in ("scratch", "full"):
@@ -101,8 +105,7 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         if cfg.batch_size % env.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} processes.")
     device = distributed.device_for(env, resolve_device(cfg.device))
-    if resume is None:
-        rd = _start(cfg, run_dir, env)
+    rd = _start(cfg, run_dir, env) if resume is None else RunDir(resume)
     with rd.lock("train") if env.is_main else contextlib.nullcontext():
         point = None
         if resume is not None:
@@ -224,15 +227,14 @@ def lr_find(config: TrainConfig | dict | str | os.PathLike | None = None, out_di
     """
     tune_malloc()
     cfg = run_config(config, overrides)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"Cannot write {out}: {e.strerror}.") from None
-    s = assemble(cfg)
-    result = lr_range_test(s.model, s.pipes["train"], cfg, s.ctx, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    with num_threads(cfg.threads):
+        s = assemble(cfg)
+        result = lr_range_test(s.model, s.pipes["train"], cfg, s.ctx, start_lr=start_lr, end_lr=end_lr, steps=steps)
     write_json(out / "lr_find.json", {**result, "config": cfg.to_dict()})
     plot_lr_find(out / "lr_find.png", result)
     return result
