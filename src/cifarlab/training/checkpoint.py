@@ -1,5 +1,5 @@
 """Checkpoints: weights as safetensors, training state as a weights-only torch file; every write
-atomic, fsynced and read back before it replaces the old file (:func:`cifarlab.files.atomic_write`).
+atomic and fsynced, and checked (safetensors header read back, train state size compared) before it replaces the old file (:func:`cifarlab.files.atomic_write`).
 
 A checkpoint ``NAME`` is, in the run directory:
 
@@ -42,10 +42,6 @@ def _check_safetensors(keys: int):
     return verify
 
 
-def _check_torch(tmp: str) -> None:
-    torch.load(tmp, map_location="cpu", weights_only=True)
-
-
 def save_checkpoint(run_dir: Path, name: str, model_state: dict, train_state: dict | None = None) -> None:
     """Write ``checkpoint-{name}.safetensors``, then, with ``train_state``, ``train-state-{name}.pt``
     holding ``train_state`` plus the weights under ``model`` (the previous one kept as
@@ -60,15 +56,16 @@ def save_checkpoint(run_dir: Path, name: str, model_state: dict, train_state: di
     atomic_write(run_dir / checkpoint_file(name), lambda p: save_file(tensors, p), needed=_nbytes(tensors),
                  verify=_check_safetensors(len(tensors)))
     if train_state is not None:  # last: the train state is the commit point (a crash before it replays the epoch)
-        state = {**train_state, "model": tensors}
+        # serialized in memory: torch's own file writer hides the OSError of a full disk; the check
+        # compares the size on disk with the bytes serialized (no second parse of the whole state)
+        buf = io.BytesIO()
+        torch.save({**train_state, "model": tensors}, buf)
 
-        def write_state(tmp: str) -> None:  # through memory: torch's own file writer hides the OSError of a full disk
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-        atomic_write(run_dir / train_state_file(name), write_state, needed=3 * _nbytes(tensors), verify=_check_torch,
-                     previous=run_dir / train_state_file("prev"))
+        def verify(tmp: str) -> None:
+            if Path(tmp).stat().st_size != buf.getbuffer().nbytes:
+                raise CheckpointError(f"{tmp} read back with the wrong size")
+        atomic_write(run_dir / train_state_file(name), lambda p: Path(p).write_bytes(buf.getbuffer()),
+                     needed=buf.getbuffer().nbytes, verify=verify, previous=run_dir / train_state_file("prev"))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -82,6 +82,7 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
     """
     t0 = time.perf_counter()
     tune_malloc()
+    rd = None
     if resume is not None:
         rd = RunDir(resume)
         saved = rd.load_config()
@@ -92,11 +93,12 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
     else:
         cfg = run_config(config, overrides)
     with num_threads(cfg.threads):
-        return _train_held(cfg, run_dir, resume, callbacks, t0)
+        return _train_held(cfg, run_dir, rd, callbacks, t0)
 
 
-def _train_held(cfg: TrainConfig, run_dir, resume, callbacks, t0: float) -> Run:
-    """:func:`train` after the config is resolved: take the run directory, then train in it."""
+def _train_held(cfg: TrainConfig, run_dir, rd: RunDir | None, callbacks, t0: float) -> Run:
+    """:func:`train` after the config is resolved (``rd``: the run to resume, or None for a new one):
+    take the run directory, then train in it."""
     env = distributed.init(cfg.device)
     if env.enabled:
         if cfg.strategy not in ("scratch", "full"):
@@ -105,10 +107,11 @@ def _train_held(cfg: TrainConfig, run_dir, resume, callbacks, t0: float) -> Run:
         if cfg.batch_size % env.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} processes.")
     device = distributed.device_for(env, resolve_device(cfg.device))
-    rd = _start(cfg, run_dir, env) if resume is None else RunDir(resume)
+    resume = rd is not None
+    rd = rd or _start(cfg, run_dir, env)
     with rd.lock("train") if env.is_main else contextlib.nullcontext():
         point = None
-        if resume is not None:
+        if resume:
             if env.is_main:
                 remove_stale_temps(rd.path)
             point = load_resume_point(rd.path)
