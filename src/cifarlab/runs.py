@@ -39,6 +39,7 @@ STATUS_FILE = "status.json"
 PREDICTIONS_FILE = "predictions.npz"
 EVALUATION_FILE = "evaluation.json"
 INTERPRETATION_DIR = "interpretation"
+CURVES_FILE = "curves.png"                 # loss and top-1 per epoch, train and validation
 
 
 def checkpoint_file(name: str) -> str:
@@ -92,6 +93,7 @@ class Results:
     feature_cache: dict | None = None   # linear probes on cached features
     distributed: dict | None = None     # torchrun: world_size, backend
     skipped_batches: int = 0            # on_nan=skip-batch: batches skipped for a non-finite loss/gradient
+    calibration: dict | None = None     # temperature scaling fitted on validation; test ECE/NLL before/after
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -91,6 +91,16 @@ class ImageArrays:
                            self.coarse_classes)
 
 
+def superclass_meta(arrays: "ImageArrays") -> dict:
+    """``{"coarse_classes", "coarse_of_fine"}`` (the superclass of each class, a list) of arrays
+    with coarse labels (CIFAR-100), for stores and shards to keep; {} without them."""
+    if arrays.coarse_labels is None:
+        return {}
+    of_fine = np.full(len(arrays.classes), -1, dtype=np.int64)
+    of_fine[arrays.labels] = arrays.coarse_labels
+    return {"coarse_classes": list(arrays.coarse_classes), "coarse_of_fine": of_fine.tolist()}
+
+
 @dataclass
 class Dataset:
     """A dataset's train and test splits plus identity (name, class names)."""

@@ -29,7 +29,7 @@ import torch
 
 from ..files import storage_error, write_text
 from .augment import augment_batch, normalize, reflect_pad
-from .cifar import DataError, Dataset
+from .cifar import DataError, Dataset, superclass_meta
 from .loader import batches_per_epoch, channel_stats, epoch_generator, epoch_seed
 
 SHUFFLE_BUFFER = 5000  # samples held per worker for shuffling within shards
@@ -50,7 +50,7 @@ def write_shards(ds: Dataset, out: Path, shard_size: int = 10000, progress: bool
         raise DataError(f"cannot write shards to {out}: {e.strerror}") from None
     splits = [("train", ds.train)] + ([("val", ds.val)] if ds.val is not None else []) + [("test", ds.test)]
     meta = {"format": "webdataset", "name": ds.name, "classes": list(ds.classes), "splits": {},
-            "image_shape": list(ds.train.images.shape[1:]), "bytes": {}}
+            "image_shape": list(ds.train.images.shape[1:]), "bytes": {}, **superclass_meta(ds.train)}
     meta["mean"], meta["std"] = channel_stats(ds.train.images)
     # written into a hidden folder, fsynced, then moved in; dataset.json (what readers open) comes last
     partial = out / f".partial-{os.getpid()}"

@@ -114,6 +114,9 @@ class ShardSource(DataSource):
         self.meta = read_shard_meta(self.folder)
         self.name = self.meta.get("name", self.folder.name)
         self.classes, self.location, self.notes = list(self.meta["classes"]), str(self.folder), []
+        if "coarse_of_fine" in self.meta:  # CIFAR-100 written as shards keeps its superclasses
+            self.coarse_classes = list(self.meta["coarse_classes"])
+            self.coarse_of_fine = np.asarray(self.meta["coarse_of_fine"], dtype=np.int64)
 
     def channel_stats(self):
         return self.meta["mean"], self.meta["std"]

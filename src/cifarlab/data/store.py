@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import fsync_dir, storage_error
-from .cifar import DataError, Dataset, ImageArrays
+from .cifar import DataError, Dataset, ImageArrays, superclass_meta
 
 FORMAT_VERSION = 1
 
@@ -95,7 +95,8 @@ def open_store(store: Path, name: str | None = None) -> Dataset:
         raise DataError(f"{store}: labels outside the {len(m['classes'])} classes of the manifest. " + rebuild)
     splits = {}
     for split, (a, b) in m["splits"].items():
-        splits[split] = ImageArrays(images[a:b], labels[a:b], list(m["classes"]))
+        coarse = np.asarray(m["coarse_of_fine"])[labels[a:b]] if "coarse_of_fine" in m else None
+        splits[split] = ImageArrays(images[a:b], labels[a:b], list(m["classes"]), coarse, m.get("coarse_classes"))
     return Dataset(name or m.get("name", store.name), splits["train"], splits["test"], source=str(store),
                    notes=list(m.get("notes", [])), val=splits.get("val"))
 
@@ -123,7 +124,7 @@ def pack_dataset(ds: Dataset, out: Path) -> dict:
         if src.is_dir() else []
     manifest = {"name": ds.name, "source": ds.name, "classes": list(ds.classes), "splits": splits,
                 "resize": {"size": int(ds.train.images.shape[-1]), "policy": "none"}, "files": [], "skipped": [],
-                "listing": listing, "notes": list(ds.notes)}
+                "listing": listing, "notes": list(ds.notes), **superclass_meta(ds.train)}
     write_store(out, np.concatenate([a.images for _, a in parts]), np.concatenate([a.labels for _, a in parts]),
                 manifest)
     return manifest

@@ -20,7 +20,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Predictions:
-    """A run's predictions. Logits are float32 (N, C) averaged over TTA views; labels int64 (N,)."""
+    """A run's predictions. Logits are float32 (N, C) averaged over TTA views; labels int64 (N,).
+
+    ``temperature`` (1.0 = none) is the run's fitted temperature scaling
+    (:func:`~cifarlab.evaluation.calibration.fit_temperature`): the probabilities divide the logits
+    by it, the logits themselves are stored as the model gave them.
+    """
     dataset: str
     classes: list[str]
     tta: int
@@ -30,14 +35,17 @@ class Predictions:
     val_labels: np.ndarray | None = None
     coarse_of_fine: np.ndarray | None = None   # int64 (C,) CIFAR-100 superclass of each class
     coarse_classes: list[str] | None = None
+    temperature: float = 1.0
 
     @property
     def test_probs(self) -> np.ndarray:
-        return softmax(self.test_logits)
+        """float32 (N, C) test probabilities, temperature-scaled."""
+        return softmax(self.test_logits / self.temperature)
 
     @property
     def val_probs(self) -> np.ndarray | None:
-        return None if self.val_logits is None else softmax(self.val_logits)
+        """float32 (N, C) validation probabilities, temperature-scaled (None without a split)."""
+        return None if self.val_logits is None else softmax(self.val_logits / self.temperature)
 
     def metrics_of_probs(self, probs: np.ndarray) -> dict:
         """top1/top5 (%), loss (nats), ECE (%), and superclass top-1 (%) when the dataset has one,

@@ -7,7 +7,8 @@ Knows about datasets only through ``num_classes`` and the input size.
 from torch import nn
 
 from .airbench import AirbenchNet
-from .factory import build_model, check_input_size, count_parameters, create_model, data_config, model_kind
+from .factory import (build_model, check_input_size, count_parameters, create_model, creation_kwargs, data_config,
+                      model_kind)
 from .registry import ModelCfg, UnknownModelError, list_models, model_cfg, register_model, unknown_model
 from .simple import LeNet
 from .timm_adapter import (WeightsError, classifier_names, input_size_kwargs, is_timm_model, load_weights_file,
@@ -42,5 +43,5 @@ def _vit_cifar(num_classes: int, **kw) -> nn.Module:
 
 __all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file",
            "read_state_dict", "classifier_names", "timm_names", "data_config", "ModelCfg", "UnknownModelError",
-           "create_model", "build_model", "check_input_size", "model_kind", "list_models", "model_cfg",
+           "create_model", "creation_kwargs", "build_model", "check_input_size", "model_kind", "list_models", "model_cfg",
            "register_model", "unknown_model", "count_parameters"]

@@ -67,6 +67,17 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights=
     return model
 
 
+def creation_kwargs(cfg: TrainConfig) -> dict:
+    """The keyword arguments :func:`build_model` creates ``cfg.model`` with: ``cfg.model_kwargs``
+    over, for fixed-input-size timm models, the input size the run feeds them."""
+    kwargs = dict(cfg.model_kwargs)
+    if model_kind(cfg.model) == "timm":
+        side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
+        for k, v in input_size_kwargs(cfg.model, side, progressive=bool(cfg.img_sizes)).items():
+            kwargs.setdefault(k, v)
+    return kwargs
+
+
 def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_weights: bool = True) -> nn.Module:
     """The model of a run config, seeded by ``cfg.seed``, on ``device`` (channels_last when asked).
 
@@ -79,13 +90,8 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_w
         UnknownModelError, ConfigError, WeightsError: as :func:`create_model`.
     """
     torch.manual_seed(cfg.seed)
-    kwargs = dict(cfg.model_kwargs)
-    if model_kind(cfg.model) == "timm":
-        side = cfg.img_size or (max(sz for _, sz in cfg.img_sizes) if cfg.img_sizes else None)
-        for k, v in input_size_kwargs(cfg.model, side, progressive=bool(cfg.img_sizes)).items():
-            kwargs.setdefault(k, v)
     model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
-                         weights=cfg.weights if load_weights else None, **kwargs).to(device)
+                         weights=cfg.weights if load_weights else None, **creation_kwargs(cfg)).to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 

@@ -3,7 +3,7 @@
 Never writes plots or HTML; receives validation as a function so it does not depend on evaluate.
 """
 from .checkpoint import (CheckpointError, ResumePoint, load_model_checkpoint, load_resume_point, load_train_state,
-                         load_weights, save_checkpoint)
+                         load_weights, read_checkpoint_metadata, save_checkpoint, stamp_checkpoint)
 from .loop import Trainer, fit
 from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState
 from .lr_find import lr_range_test, suggest
@@ -12,5 +12,5 @@ from .probe import fit_linear_probe
 from . import distributed
 
 __all__ = ["fit", "FitResult", "Trainer", "TrainState", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "CheckpointError", "ResumePoint", "load_resume_point",
-           "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "ConvMuon", "Schedule", "build_optimizers",
+           "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "read_checkpoint_metadata", "stamp_checkpoint", "ConvMuon", "Schedule", "build_optimizers",
            "lr_multiplier", "param_groups", "lr_range_test", "suggest", "fit_linear_probe", "distributed"]

@@ -79,6 +79,34 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"Checkpoint {path} is damaged or not a safetensors file ({e}).") from None
 
 
+def stamp_checkpoint(path: Path, metadata: dict[str, str]) -> None:
+    """Rewrite the safetensors file ``path`` with ``metadata`` (its header's ``__metadata__``,
+    string to string) and the same tensors, atomically.
+
+    Raises:
+        CheckpointError: missing or damaged; cifarlab.files.StorageError: not writable.
+    """
+    tensors = load_weights(path)
+    atomic_write(Path(path), lambda p: save_file(tensors, p, metadata=metadata), needed=_nbytes(tensors),
+                 verify=_check_safetensors(len(tensors)))
+
+
+def read_checkpoint_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header ({} when it has none); reads no tensor.
+
+    Raises:
+        CheckpointError: missing, or not a safetensors file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({e}).") from None
+
+
 def load_train_state(path: Path) -> dict:
     """Read a training-state file without executing code (``weights_only=True``)."""
     path = Path(path)

@@ -1,13 +1,17 @@
 """Jobs a user asks for, composed from the layers below: train / evaluate / lr-find
 (:mod:`.train`), cached predictions (:mod:`.predictions`), predict (:mod:`.predict`), compare and
 ensemble (:mod:`.compare`), interpretation and the HTML report (:mod:`.report`), suites
-(:mod:`.suite_file`, :mod:`.suite`) and ONNX export (:mod:`.export`). Every one assembles its
+(:mod:`.suite_file`, :mod:`.suite`), temperature scaling (:mod:`.calibrate`) and export (:mod:`.export`). Every one assembles its
 data, model and pipelines through :func:`.setup.assemble`.
 """
+from .calibrate import calibrate
 from .compare import compare_runs, comparison_row
+from .describe import describe_dataset, preview_batches
 from .ensemble import ensemble_markdown, ensemble_runs
 from .errors import USER_ERRORS
-from .export import export_onnx, run_onnx
+from .export import ExportError, export_onnx, run_onnx
+from .export_timm import export_timm
+from .classifier import Classifier, load
 from .predict import load_run_model, predict_images
 from .predictions import load_cached_predictions, run_predictions, save_predictions
 from .report import build_report, interpret_run
@@ -16,7 +20,8 @@ from .suite import SuiteResult, run_suite
 from .suite_file import Suite, SuiteError, load_suite, resolve_runs
 from .train import evaluate, lr_find, train
 
-__all__ = ["train", "evaluate", "lr_find", "assemble", "Setup", "run_predictions", "load_cached_predictions",
+__all__ = ["train", "calibrate", "evaluate", "lr_find", "assemble", "Setup", "run_predictions", "load_cached_predictions",
            "save_predictions", "load_run_model", "predict_images", "compare_runs", "comparison_row",
            "ensemble_runs", "ensemble_markdown", "build_report", "interpret_run", "load_suite", "run_suite",
-           "resolve_runs", "Suite", "SuiteError", "SuiteResult", "export_onnx", "run_onnx", "USER_ERRORS"]
+           "resolve_runs", "Suite", "SuiteError", "SuiteResult", "export_onnx", "run_onnx", "USER_ERRORS",
+           "ExportError", "export_timm", "Classifier", "load", "describe_dataset", "preview_batches"]

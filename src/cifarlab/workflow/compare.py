@@ -14,7 +14,8 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
     """One comparison-table row for a complete run.
 
     Keys: run, path, model, strategy, dataset, top1/top5 (%), loss (nats), superclass_top1 (%),
-    ece (%), params_total/params_trainable (counts), size_mb (MB, 10^6 bytes), peak_memory_gib,
+    ece (%, before temperature scaling), temperature, ece_scaled (%) and nll_scaled (nats) after
+    it (None when the run has no calibration), params_total/params_trainable (counts), size_mb (MB, 10^6 bytes), peak_memory_gib,
     train_seconds, inference_images_per_s, epochs_run, best_epoch.
 
     Raises:
@@ -29,6 +30,7 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
         p = run_predictions(rd.path, data_dir=data_dir)
         ece = expected_calibration_error(p.test_probs, p.test_labels)
     params = r.get("parameters", {})
+    cal = r.get("calibration") or {}
     return {
         "run": rd.path.name, "path": str(rd.path), "model": r["model"], "strategy": r.get("strategy", "scratch"),
         "dataset": r["dataset"], "top1": test["top1"], "top5": test["top5"], "loss": test["loss"],
@@ -38,6 +40,8 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
         "peak_memory_gib": r["peak_memory_bytes"] / 2**30 if "peak_memory_bytes" in r else None,
         "train_seconds": r.get("train_seconds"), "inference_images_per_s": r.get("inference_images_per_s"),
         "epochs_run": r.get("epochs_run"), "best_epoch": r.get("best_epoch"),
+        "temperature": cal.get("temperature"), "ece_scaled": cal.get("test_ece_after"),
+        "nll_scaled": cal.get("test_nll_after"),
     }
 
 

@@ -20,6 +20,11 @@ from .predict import load_run_model
 from .setup import model_sizes
 
 
+class ExportError(RuntimeError):
+    """An export cannot be made as asked (exporter failure, a model the format cannot hold, an
+    occupied output folder, a refused upload). The message says why and what to do."""
+
+
 class ExportWrapper(nn.Module):
     """(B, 3, S, S) float pixels in [0, 255] -> normalize -> resize to the model's side -> logits."""
 
@@ -64,7 +69,7 @@ def export_onnx(run_dir, out_path=None, opset: int = 18, check: bool = True, che
                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=65536)}})
         prog.save(str(out))
     except Exception as e:  # exporter errors are deep; keep their message, not their traceback
-        raise RuntimeError(f"ONNX export of {cfg.model} failed: {type(e).__name__}: {str(e)[:500]}") from None
+        raise ExportError(f"ONNX export of {cfg.model} failed: {type(e).__name__}: {str(e)[:500]}") from None
     _add_metadata(out, {"classes": json.dumps(results["classes"]), "dataset": results["dataset"],
                         "model": cfg.model, "input": f"images: float32 (B, 3, {side}, {side}) RGB in [0, 255]",
                         "normalization": json.dumps(results["normalization"]), "source_run": str(run_dir)})

@@ -1,9 +1,14 @@
-"""Using a finished run's model: rebuilt with its checkpoint, and applied to new image files."""
+"""Using a finished run's model: rebuilt from its run directory or a stamped checkpoint file alone,
+and applied to new image files."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..data import Batches, DeviceLoader, ImageArrays
 from ..data.images import ImageDecodeError, expand_paths, load_image
 from ..evaluation import predict_logits
@@ -11,18 +16,25 @@ from ..models import build_model
 from ..runs import RunDir
 from ..runtime import resolve_device
 from ..training import load_model_checkpoint
+from .predictions import temperature_of
 from .setup import model_sizes, precision_context
 
 
 def load_run_model(run_dir, checkpoint: str = "best", device: torch.device | None = None):
-    """Rebuild a finished run's model with its checkpoint, in eval mode.
+    """Rebuild a finished run's model with its checkpoint, in eval mode. ``run_dir`` may also be a
+    checkpoint ``.safetensors`` file written by cifarlab (:mod:`.portable`): no run directory needed.
 
     Returns:
-        (config, model, results): results is ``results.json`` (classes, normalization, input side).
+        (config, model, results): results is ``results.json`` (classes, normalization, data side,
+        calibration), or the same keys from the checkpoint's metadata.
 
     Raises:
-        RunDirError: incomplete run (names what is missing); CheckpointError: weights do not fit.
+        RunDirError: incomplete run (names what is missing); CheckpointError: weights do not fit,
+        or a checkpoint file without cifarlab metadata.
     """
+    if Path(run_dir).is_file():
+        from .portable import model_from_checkpoint
+        return model_from_checkpoint(run_dir, device)
     rd = RunDir(run_dir)
     rd.require_complete()
     cfg = rd.load_config()
@@ -33,25 +45,46 @@ def load_run_model(run_dir, checkpoint: str = "best", device: torch.device | Non
     return cfg, model.eval(), results
 
 
+def score_arrays(cfg, model, results: dict, images: np.ndarray, tta: int | None = None,
+                 batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Probabilities of uint8 (N, 3, S, S) images at the run's data side S: float32 (N, C) on the
+    CPU, normalized and resized on the device as the run's test images were, scored at the run's
+    TTA level (or ``tta``), temperature-scaled when the run was calibrated."""
+    device = next(model.parameters()).device
+    arrays = ImageArrays(images, np.zeros(len(images), dtype=np.int64), results["classes"])
+    norm = results["normalization"]
+    loader = DeviceLoader(arrays, norm["mean"], norm["std"], batch_size=batch_size, device=device)
+    batches = Batches(loader, model_sizes(cfg, model), cfg.interpolation, cfg.channels_last).ordered()
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, total=-(-len(images) // batch_size), desc="predicting", unit="batch", file=sys.stderr, leave=False)
+    logits, _ = predict_logits(model, batches, precision_context(device, cfg.precision),
+                               tta=cfg.tta if tta is None else tta)
+    return (logits.float() / temperature_of(results)).softmax(1).cpu()
+
+
 def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, policy: str | None = None,
-                   batch_size: int = 256) -> dict:
-    """Classify image files (or folders of them, recursively) with a finished run's model.
+                   batch_size: int = 256, progress: bool = False) -> dict:
+    """Classify image files (or folders of them, recursively) with a finished run's model (a run
+    directory, or a stamped checkpoint file alone).
 
     Each image, of any size and mode, is converted to RGB and brought to the run's data size
     (32x32 for CIFAR) by ``policy`` (default: the run's ``resize_policy``; see
     :mod:`cifarlab.data.images`), then normalized and resized on the device exactly as the run's
-    test images were, and scored with the run's TTA level.
+    test images were, and scored with the run's TTA level. ``progress``: bars over decoding and
+    scoring when there are more than a few hundred files.
 
     Returns:
         ``{"run", "classes", "predictions": [{"file", "top": [{"class", "index", "probability"}]}],
-        "errors": [{"file", "error"}]}``; probabilities in [0, 1], ``top_k`` per image, best first.
-        Unreadable, corrupt and non-image files are listed in ``errors``; the others are predicted.
+        "errors": [{"file", "error"}]}``; probabilities in [0, 1] (temperature-scaled when the run
+        was calibrated), ``top_k`` per image, best first. Unreadable, corrupt and non-image files
+        are listed in ``errors``; the others are predicted.
 
     Raises:
-        RunDirError (incomplete run), CheckpointError; ValueError for ``top_k`` < 1 or a bad policy.
+        RunDirError (incomplete run), CheckpointError; ConfigError for ``top_k`` < 1.
     """
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise ConfigError(f"--top-k must be >= 1 (got {top_k}).")
     cfg, model, results = load_run_model(run_dir)
     classes = results["classes"]
     side = int(results.get("data_side", 32))
@@ -59,6 +92,10 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
     files, problems = expand_paths(paths)
     errors = [{"file": path, "error": why} for path, why in problems]
     images, ok = [], []
+    show = progress and len(files) > 256
+    if show:
+        from tqdm.auto import tqdm
+        files = tqdm(files, desc="reading images", unit="img", file=sys.stderr, leave=False)
     for f in files:
         try:
             images.append(load_image(f, side, policy))
@@ -67,14 +104,7 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
             errors.append({"file": str(f), "error": e.reason})
     preds = []
     if images:
-        device = next(model.parameters()).device
-        arrays = ImageArrays(np.stack(images), np.zeros(len(images), dtype=np.int64), classes)
-        norm = results["normalization"]
-        loader = DeviceLoader(arrays, norm["mean"], norm["std"], batch_size=batch_size, device=device)
-        batches = Batches(loader, model_sizes(cfg, model), cfg.interpolation, cfg.channels_last)
-        logits, _ = predict_logits(model, batches.ordered(), precision_context(device, cfg.precision),
-                                   tta=cfg.tta if tta is None else tta)
-        probs = logits.float().softmax(1)
+        probs = score_arrays(cfg, model, results, np.stack(images), tta, batch_size, progress=show)
         k = min(top_k, len(classes))
         top_p, top_i = probs.topk(k, dim=1)
         for f, ps, ids in zip(ok, top_p.tolist(), top_i.tolist()):

@@ -58,12 +58,14 @@ def load_cached_predictions(run_dir, checkpoint: str = "best", tta: int | None =
         return None  # a damaged cache is recomputed, never trusted
 
 
-def predictions_of(model: torch.nn.Module, s: Setup, test=None) -> Predictions:
+def predictions_of(model: torch.nn.Module, s: Setup, test=None, progress: bool = False) -> Predictions:
     """:class:`Predictions` of ``model`` on the setup's test (and val) splits at the config's TTA level.
 
-    ``test`` may pass already computed ``(logits, labels)`` tensors for the test split.
+    ``test`` may pass already computed ``(logits, labels)`` tensors for the test split;
+    ``progress`` shows a bar per split.
     """
-    run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, tta=s.cfg.tta)
+    run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, tta=s.cfg.tta,
+                                       progress=f"predicting {split}" if progress else None)
     tl, ty = test if test is not None else run("test")
     vl = vy = None
     if s.pipes.get("val") is not None:
@@ -75,18 +77,23 @@ def predictions_of(model: torch.nn.Module, s: Setup, test=None) -> Predictions:
 
 def run_predictions(run_dir, checkpoint: str = "best", data_dir: str | None = None,
                     recompute: bool = False) -> Predictions:
-    """The run's test (and validation) TTA logits, from the cache or computed once and cached.
+    """The run's test (and validation) TTA logits, from the cache or computed once and cached, with
+    the run's temperature (:func:`temperature_of`) set so that the probabilities are calibrated.
 
     Raises:
         RunDirError, CheckpointError, DataError (the dataset is needed to compute, not to read the cache).
     """
     rd = RunDir(run_dir)
     rd.require_complete()
-    if not recompute:
-        cached = load_cached_predictions(rd.path, checkpoint, rd.load_config().tta)
-        if cached is not None:
-            return cached
-    rd, s = assemble_run(rd.path, checkpoint, data_dir)
-    preds = predictions_of(s.model, s)
-    save_predictions(rd.path, preds, checkpoint)
+    preds = None if recompute else load_cached_predictions(rd.path, checkpoint, rd.load_config().tta)
+    if preds is None:
+        rd, s = assemble_run(rd.path, checkpoint, data_dir)
+        preds = predictions_of(s.model, s, progress=True)
+        save_predictions(rd.path, preds, checkpoint)
+    preds.temperature = temperature_of(rd.read_results())
     return preds
+
+
+def temperature_of(results: dict) -> float:
+    """The run's fitted temperature (``results.json['calibration']``), or 1.0 when it has none."""
+    return float((results.get("calibration") or {}).get("temperature", 1.0))

@@ -16,7 +16,7 @@ import torch
 from ..data import load_dataset
 from ..evaluation import classification_metrics, confusion_matrix
 from ..evaluation.analysis import most_confused, top_losses
-from ..evaluation.calibration import reliability_bins
+from ..evaluation.calibration import expected_calibration_error, reliability_bins
 from ..render import html as H
 from ..render.figures import write_confusion, write_per_class
 from ..render.interpret import plot_class_counts, plot_class_samples, plot_reliability, plot_top_losses
@@ -58,9 +58,14 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
     files = {}
     files["confusion_csv"], files["confusion_png"] = write_confusion(out, cm, classes)
     files["per_class_csv"], files["per_class_md"] = write_per_class(out, m, classes)
-    bins = reliability_bins(probs, labels)
-    files["reliability_png"] = plot_reliability(out / "reliability.png", bins, m["ece"], f"Reliability: {rd.path.name}")
-    info = {"run": rd.path.name, "top1": m["top1"], "ece": m["ece"], "reliability": bins,
+    bins = reliability_bins(probs, labels)  # of the temperature-scaled probabilities when the run has one
+    ece = expected_calibration_error(probs, labels)
+    title = f"Reliability: {rd.path.name}" + (
+        f"\nafter temperature scaling (T = {preds.temperature:.2f}; ECE before {m['ece']:.2f}%)"
+        if preds.temperature != 1.0 else "")
+    files["reliability_png"] = plot_reliability(out / "reliability.png", bins, ece, title)
+    info = {"run": rd.path.name, "top1": m["top1"], "ece": ece, "ece_before_scaling": m["ece"],
+            "temperature": preds.temperature, "reliability": bins,
             "most_confused": most_confused(cm, classes, k=10), "per_class_accuracy": m["per_class_accuracy"],
             "top_losses": top_losses(probs, labels, k=top_k), "notes": []}
     if test_images is None:
@@ -83,7 +88,7 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
     return info
 
 
-def dataset_figures(ds, out_dir: Path) -> dict:
+def dataset_figures(ds, out_dir: Path, per_class: int = 8) -> dict:
     """Class counts (train/test) and a sample grid per class for a loaded dataset."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,7 @@ def dataset_figures(ds, out_dir: Path) -> dict:
     return {"counts": {k: v.tolist() for k, v in counts.items()},
             "counts_png": plot_class_counts(out_dir / f"{ds.name}_class_counts.png", counts, ds.classes),
             "samples_png": plot_class_samples(out_dir / f"{ds.name}_samples.png", ds.train.images, ds.train.labels,
-                                              ds.classes)}
+                                              ds.classes, per_class=per_class)}
 
 
 def build_report(paths, out_file="report.html", title: str = "cifarlab report", ensemble: dict | None = None,

@@ -18,15 +18,19 @@ import torch
 
 from ..config import ConfigError, TrainConfig, config_diff
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
+from ..evaluation.calibration import calibration_summary
 from ..files import remove_stale_temps
 from ..models import count_parameters
 from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
-from ..runs import EVALUATION_FILE, Results, Run, RunDir, RunDirError, generate_run_name, write_json
+from ..render.plots import plot_curves
+from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, Run, RunDir, RunDirError,
+                    generate_run_name, write_json)
 from ..runtime import environment, num_threads, resolve_device, tune_malloc
 from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, load_resume_point, lr_range_test
+from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
-from .setup import Setup, assemble, assemble_run
+from .setup import Setup, assemble, assemble_run, check_default_input_size
 
 
 def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
@@ -135,6 +139,8 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
     # train state holds only the classifier: its backbone must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
     s = assemble(cfg, device, load_weights=state is None or probe, dist_env=env)
+    if state is None:
+        check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
@@ -155,6 +161,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
     if env.enabled:
         results.distributed = {"world_size": env.world, "backend": torch.distributed.get_backend()}
     rd.write_results(results)
+    plot_curves(rd.file(CURVES_FILE), {rd.path.name: rd.read_metrics()})
     rd.set_status("complete")
     distributed.shutdown(env)
     return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
@@ -166,7 +173,8 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
     eval_model = s.fresh_model()
     eval_model.load_state_dict(result.eval_state)
     t_eval = time.perf_counter()
-    logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta)
+    logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta,
+                                    progress="scoring test" if cfg.progress else None)
     eval_seconds = time.perf_counter() - t_eval
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
@@ -175,7 +183,16 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
                                f"{result.best_epoch + 1}) is {test['loss']}, so {rd.path} is not recorded as "
                                "complete. Train again with a lower learning rate or precision fp32.")
     # cached for comparisons, ensembles and reports (val logits too, when a split exists)
-    save_predictions(rd.path, predictions_of(eval_model, s, test=(logits, labels)))
+    preds = predictions_of(eval_model, s, test=(logits, labels), progress=cfg.progress)
+    calibration = None  # temperature scaling needs held-out predictions: the validation split's
+    if preds.val_logits is not None:
+        calibration = calibration_summary(preds.val_logits, preds.val_labels, preds.test_logits, preds.test_labels)
+    # the checkpoints describe themselves (predict/load from the file alone); stamped before the
+    # predictions are cached, whose key is the checkpoint file's size and time
+    stamp_run_checkpoints(rd.path, checkpoint_metadata(
+        cfg, src.classes, s.normalization, int(s.pipes["test"].loader.size[-1]), s.pipes["test"].side() or 32,
+        calibration["temperature"] if calibration else 1.0))
+    save_predictions(rd.path, preds)
     example = next(iter(s.pipes["test"].ordered()))[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return Results(
@@ -191,15 +208,16 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
         inference_images_per_s=inference_throughput(eval_model, example, s.ctx),
         peak_memory_bytes=peak if s.device.type == "cpu" else int(torch.cuda.max_memory_allocated(s.device)),
         peak_rss_bytes=peak, normalization=s.normalization, data_source=src.location, data_notes=src.notes,
-        environment=environment(s.device), skipped_batches=result.skipped_batches)
+        environment=environment(s.device), skipped_batches=result.skipped_batches, calibration=calibration)
 
 
 def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | None = None,
              data_dir: str | None = None) -> dict:
     """Rescore a run's checkpoint on the test set and write the interpretation files.
 
-    Writes into the run directory: ``evaluation.json``, ``confusion_matrix.csv``,
-    ``confusion_matrix.png`` (row-normalized), ``per_class.csv`` and ``per_class.md``.
+    Writes ``evaluation.json`` into the run directory, and ``confusion_matrix.csv``,
+    ``confusion_matrix.png`` (row-normalized), ``per_class.csv`` and ``per_class.md`` into its
+    ``interpretation/`` folder (where the report puts them too).
 
     Returns:
         The metrics dict (same keys as ``results.json['test']``, plus ``checkpoint`` and ``tta``).
@@ -215,8 +233,10 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
                                      s.source.coarse_classes)
     metrics["checkpoint"], metrics["tta"] = checkpoint, level
     rd.write_json(EVALUATION_FILE, metrics)
-    write_confusion(rd.path, np.array(metrics["confusion"]), s.source.classes)
-    write_per_class(rd.path, metrics, s.source.classes)
+    out = rd.path / INTERPRETATION_DIR
+    out.mkdir(exist_ok=True)
+    write_confusion(out, np.array(metrics["confusion"]), s.source.classes)
+    write_per_class(out, metrics, s.source.classes)
     return metrics
 
 
