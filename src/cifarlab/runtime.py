@@ -100,3 +100,14 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def progress_bar(iterable, desc: str | None, total: int | None = None):
+    """``iterable`` wrapped in a tqdm bar on stderr labelled ``desc`` (cleared when done), or as is
+    when ``desc`` is None: how the slow loops (scoring, feature caching) show they are alive."""
+    if desc is None:
+        return iterable
+    import sys
+
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
+
 
 def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
     """Reflection-pad the last two dims by ``pad`` pixels; works on uint8 (N, C, H, W)."""
@@ -16,7 +18,8 @@ def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
         return images
     h, w = images.shape[-2:]
     if pad >= min(h, w):
-        raise ValueError(f"padding {pad} must be smaller than the image side {min(h, w)}")
+        raise ConfigError(f"translate ({pad} pixels) must be smaller than the image side ({min(h, w)} pixels); "
+                          "lower --set translate.")
 
     def idx(n):
         i = torch.arange(-pad, n + pad, device=images.device).abs()
@@ -104,3 +107,43 @@ def augment_batch(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
     if cut is not None and cutout:
         x = cutout_batch(x, cut[:, 0], cut[:, 1], cutout)
     return x
+
+
+def mix_images(x: torch.Tensor, mixup: float, cutmix: float) -> tuple[torch.Tensor, float]:
+    """Mix each image with its partner in the reversed batch (timm's ``Mixup`` pairing): mixup
+    (Zhang et al. 2018, arXiv:1710.09412) blends whole images, CutMix (Yun et al. 2019,
+    arXiv:1905.04899) pastes a box. With both alphas > 0, each batch uses one of them at random,
+    half the time each (timm's ``switch_prob=0.5``). Randomness from torch's generator, so a
+    resumed run mixes the same way.
+
+    Args:
+        x: float (N, C, H, W) normalized batch.
+        mixup, cutmix: Beta(alpha, alpha) parameters; 0 turns one off.
+
+    Returns:
+        (mixed batch, lam): lam in [0, 1] is the share of each image's own pixels (for CutMix, the
+        exact share of the box actually pasted); use :func:`mixed_targets` with it.
+    """
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    other = x.flip(0)
+    if not use_cutmix:
+        return lam * x + (1.0 - lam) * other, lam
+    h, w = x.shape[-2:]
+    cut = (1.0 - lam) ** 0.5
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
+    return out, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def mixed_targets(y: torch.Tensor, lam: float, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Soft targets of a batch from :func:`mix_images`: float (N, num_classes), each row
+    ``lam * t(y) + (1 - lam) * t(y reversed)`` with label-smoothed one-hot ``t`` (off-class mass
+    ``smoothing / num_classes``, as timm and ``F.cross_entropy`` spread it)."""
+    t = torch.full((len(y), num_classes), smoothing / num_classes, device=y.device)
+    t.scatter_(1, y.view(-1, 1), 1.0 - smoothing + smoothing / num_classes)
+    return lam * t + (1.0 - lam) * t.flip(0)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -185,8 +186,22 @@ def load_image_folder(root, size: int = 32, policy: str = "center-crop", store: 
         try:
             m = read_manifest(out)
             if m["resize"] == {"size": size, "policy": policy} and listing_matches(m, root, scan):
-                return open_store(out)
+                ds = open_store(out)
+                report_skipped(root, out, m)
+                return ds
         except DataError:
             pass  # an unreadable or stale store is rebuilt below
-    pack_folder(root, out, size, policy, progress=progress, scan=scan)
+    m = pack_folder(root, out, size, policy, progress=progress, scan=scan)
+    report_skipped(root, out, m)
     return open_store(out)
+
+
+def report_skipped(root: Path, store: Path, manifest: dict, show: int = 3) -> None:
+    """Warn on the console (each time the folder is read, packed or cached) about files that were
+    skipped as unreadable: how many, the first ``show``, and where the full list is."""
+    skipped = manifest.get("skipped") or []
+    if skipped:
+        more = f" and {len(skipped) - show} more" if len(skipped) > show else ""
+        warnings.warn(f"{len(skipped)} file(s) in {root} could not be read and were skipped: "
+                      f"{'; '.join(skipped[:show])}{more}. Full list: 'skipped' in {store / 'manifest.json'}.",
+                      stacklevel=3)

@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from ..data.augment import tta_views
+from ..runtime import progress_bar
 from .calibration import expected_calibration_error
 
 
 @torch.no_grad()
-def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0):
+def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0, progress: str | None = None):
     """Run ``model`` over ``batches`` of ``(x, y)`` and return ``(logits, labels)``.
 
     Args:
         batches: iterable of float (B, 3, H, W) normalized images and int64 (B,) labels.
         ctx: zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
         tta: 0/1/2, see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
+        progress: a label for a progress bar over the batches (None: no bar).
 
     Returns:
         float32 logits (N, num_classes) and int64 labels (N,), on the CPU. Restores train mode.
@@ -34,7 +36,7 @@ def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0):
     out, ys = [], []
     try:
         with ctx():
-            for x, y in batches:
+            for x, y in progress_bar(batches, progress):
                 logits = sum(w * model(v).float() for w, v in tta_views(x, tta))
                 out.append(logits.cpu())
                 ys.append(y.cpu())

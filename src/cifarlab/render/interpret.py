@@ -109,3 +109,27 @@ def plot_class_samples(path: Path, images: np.ndarray, labels: np.ndarray, class
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_image_grid(path: Path, images: np.ndarray, titles: list[str], title: str, cols: int = 8) -> Path:
+    """A grid of images with a caption each.
+
+    Args:
+        images: float (N, 3, H, W) RGB in [0, 1] (clipped), or uint8 (N, 3, H, W).
+        titles: N captions (small font; long ones are cut at 24 characters).
+    """
+    plt = pyplot()
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            im = images[i].transpose(1, 2, 0)
+            ax.imshow(im if im.dtype == np.uint8 else np.clip(im, 0, 1), interpolation="nearest")
+            ax.set_title(titles[i][:24], fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
+from ..data.augment import mix_images, mixed_targets
 from ..files import StorageError
 from ..runs import RunDir
 from .checkpoint import load_weights, save_checkpoint
@@ -29,6 +30,7 @@ from .distributed import DistEnv, sum_across
 from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
                      outputs_finite, weights_of, write_failed)
 from .optim import Schedule, build_optimizers
+from .progress import Console
 from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState, rng_state
 from .strategy import Strategy
 
@@ -67,7 +69,7 @@ class Trainer:
         self.st = TrainState()
         self.best_state = None
         self.history: list[dict] = []
-        self.writer = self.progress = self.last_x = None
+        self.writer = self.console = self.last_x = None
 
     # ------------------------------------------------------------------ state in and out
     def restore(self, resume: dict, weights: dict) -> None:
@@ -113,11 +115,15 @@ class Trainer:
         self.strategy.set_mode(self.model, st.global_step)
         if hasattr(self.model, "whiten_bias_trainable"):
             self.model.whiten_bias_trainable = st.global_step < self.schedule.whiten_steps
+        lam = None
+        if cfg.mixup or cfg.cutmix:
+            x, lam = mix_images(x, cfg.mixup, cfg.cutmix)
         try:
             with self.ctx():
                 out = self.fwd(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing,
-                                       reduction=cfg.loss_reduction)
+                target = y if lam is None else mixed_targets(y, lam, out.shape[1], cfg.label_smoothing)
+                loss = F.cross_entropy(out.float(), target, label_smoothing=0.0 if lam is not None else
+                                       cfg.label_smoothing, reduction=cfg.loss_reduction)
             loss_value = loss.item()
             bad = None if math.isfinite(loss_value) else f"the training loss became {loss_value}"
             if self.env.enabled:  # every rank must take the same branch (backward all-reduces)
@@ -227,6 +233,7 @@ class Trainer:
             self.save_last()
         except (OSError, StorageError) as e:
             raise write_failed(e, self.run, epoch) from None
+        self.console.end_epoch(row)
         for cb in self.callbacks:
             cb("epoch", row, self.eval_model)
         return bool(cfg.early_stopping_patience and st.bad_epochs >= cfg.early_stopping_patience)
@@ -235,31 +242,24 @@ class Trainer:
     def run_epochs(self) -> FitResult:
         """Train from the current position to the end (or early stop). See :func:`fit` for errors."""
         from torch.utils.tensorboard import SummaryWriter
-        from tqdm.auto import tqdm
         st = self.st
         self.history = self.run.read_metrics() if self.main else []
         self.writer = SummaryWriter(str(self.run.path)) if self.main else None
+        self.console = Console(self.cfg, self.cfg.progress and self.main, self.total_steps, self.spe, self.n_epochs)
         t_start = None
         try:
             for epoch in range(st.epoch, self.n_epochs):
                 steps_here = min(self.spe, self.total_steps - epoch * self.spe)
-                if self.progress is None and self.cfg.progress and self.main:
-                    self.progress = tqdm(total=self.total_steps, initial=st.global_step, unit="step",
-                                         dynamic_ncols=True)
-                if self.progress is not None:
-                    self.progress.set_description(f"epoch {epoch + 1}/{self.n_epochs}")
+                self.console.start_epoch(epoch, st.step_in_epoch, steps_here)
                 # the multiplier of the last step taken (an interrupt can fall between an epoch's last step
                 # and its bookkeeping, in which case the resumed epoch runs no step)
                 lr_mult = self.schedule.multiplier(max(0, st.global_step - 1))
                 t_start = time.perf_counter()
                 for x, y in self.loader.epoch(epoch, start=st.step_in_epoch, stop=steps_here):
                     lr_mult = self.step(x, y, epoch)
-                    if self.progress is not None:
-                        elapsed = st.acc_seconds + time.perf_counter() - t_start
-                        self.progress.update(1)
-                        self.progress.set_postfix(loss=f"{st.acc_loss / st.acc_seen:.3f}",
-                                                  acc=f"{100 * st.acc_correct / st.acc_seen:.1f}%",
-                                                  img_s=f"{st.acc_seen / max(elapsed, 1e-9):.0f}")
+                    elapsed = st.acc_seconds + time.perf_counter() - t_start
+                    self.console.step(st.acc_loss / max(st.acc_seen, 1), 100 * st.acc_correct / max(st.acc_seen, 1),
+                                      st.acc_seen / max(elapsed, 1e-9), st.global_step)
                 seconds = st.acc_seconds + time.perf_counter() - t_start
                 st.train_seconds += time.perf_counter() - t_start
                 t_start = None
@@ -281,8 +281,7 @@ class Trainer:
                 f"Interrupted at epoch {st.epoch + 1}, step {st.global_step}/{self.total_steps}; progress "
                 f"saved. Continue with: cifarlab train --resume {self.run.path}") from None
         finally:
-            if self.progress is not None:
-                self.progress.close()
+            self.console.close()
             if self.writer is not None:
                 self.writer.close()
         return FitResult(self.best_state, st.best_epoch, self.n_epochs, self.history, st.train_seconds,

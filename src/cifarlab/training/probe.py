@@ -20,6 +20,7 @@ from ..config import TrainConfig
 from ..data import batches_per_epoch, default_data_dir, epoch_generator
 from ..models import classifier_names
 from ..runs import RunDir
+from ..runtime import progress_bar
 from ..files import atomic_write
 from .checkpoint import save_checkpoint
 from .loop import FitResult, fit
@@ -100,13 +101,13 @@ def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict,
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, batches, ctx, flip: bool = False):
+def extract_features(model: nn.Module, batches, ctx, flip: bool = False, progress: str | None = None):
     """Pooled pre-logit features of every batch: float32 (N, D) and labels (N,), on the batches'
-    device. ``ctx``: zero-argument callable giving the precision context."""
+    device. ``ctx``: zero-argument callable giving the precision context; ``progress``: a bar's label."""
     model.eval()
     out, ys = [], []
     with ctx():
-        for x, y in batches:
+        for x, y in progress_bar(batches, progress):
             x = x.flip(-1) if flip else x
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
             ys.append(y)
@@ -146,7 +147,8 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
         for split in ("train", "val", "test"):
             if pipes[split] is None:
                 continue
-            xs, ys = zip(*[extract_features(model, pipes[split].ordered(), ctx, flip=(v == "flip"))
+            xs, ys = zip(*[extract_features(model, pipes[split].ordered(), ctx, flip=(v == "flip"),
+                                            progress=f"caching {split} features ({v})" if cfg.progress else None)
                            for v in (views if split == "train" else ("center",))])
             feats[f"{split}_x"], feats[f"{split}_y"] = torch.cat(xs), torch.cat(ys)
         folder.mkdir(parents=True, exist_ok=True)

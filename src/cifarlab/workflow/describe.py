@@ -1,0 +1,81 @@
+"""Looking at a dataset before training (the seeds' notebooks all open with this): ``cifarlab data
+describe`` (class counts, samples per class, image statistics) and ``cifarlab data preview`` (a
+batch of training images after the config's augmentation, as the model sees them: fastai's
+``show_batch``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data import open_source
+from ..data.augment import mix_images
+from ..render.interpret import plot_image_grid
+from ..runs import write_json
+from .report import dataset_figures
+from .setup import assemble
+from .train import run_config
+
+
+def describe_dataset(dataset: str, out_dir, data_dir: str | None = None, per_class: int = 8) -> dict:
+    """Write ``class_counts.png``, ``samples.png`` and ``describe.json`` for ``dataset`` into ``out_dir``.
+
+    Returns:
+        ``{"name", "classes", "images": {split: count}, "side" (pixels), "counts": {split: [per class]},
+        "mean"/"std": per-channel statistics of the training images in [0, 1] units, "imbalance":
+        largest / smallest training class, "notes", "files": {name: path}}``.
+
+    Raises:
+        DataError: the dataset cannot be found or read (the message says how to fix it).
+    """
+    src = open_source(dataset, data_dir, bare_path="folder")
+    ds = src.dataset()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = dataset_figures(ds, out, per_class)
+    mean, std = src.channel_stats()
+    train_counts = np.asarray(figs["counts"]["train"])
+    images = {"train": len(ds.train.labels), "test": len(ds.test.labels)}
+    if ds.val is not None:
+        images["val"] = len(ds.val.labels)
+    info = {"name": ds.name, "classes": list(ds.classes), "images": images, "side": int(ds.train.images.shape[-1]),
+            "counts": figs["counts"], "mean": list(map(float, mean)), "std": list(map(float, std)),
+            "imbalance": float(train_counts.max() / max(train_counts.min(), 1)), "notes": list(src.notes),
+            "files": {"class_counts": str(figs["counts_png"]), "samples": str(figs["samples_png"])}}
+    write_json(out / "describe.json", info)
+    info["files"]["describe"] = str(out / "describe.json")
+    return info
+
+
+def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_file, images: int = 32,
+                    epoch: int = 0, **overrides) -> Path:
+    """Draw the first ``images`` training images of ``epoch`` as the model receives them: the config's
+    flips, translations, cutout, on-device resizing, then mixup/CutMix, normalization undone for
+    display. Captions name the class (and the mixing weights when mixed). ``config`` as in
+    :func:`cifarlab.train`; the model is built without pretrained weights (only its input
+    settings matter).
+
+    Raises:
+        ConfigError, DataError, UnknownModelError: as :func:`cifarlab.train`.
+    """
+    cfg = run_config(config, overrides)
+    s = assemble(cfg, load_weights=False)
+    x, y = next(iter(s.pipes["train"].epoch(epoch)))
+    x, y = x[:images].float().contiguous(), y[:images]
+    captions = [s.source.classes[int(c)] for c in y]
+    title = f"{cfg.dataset}: training batch, epoch {epoch + 1}, {x.shape[-1]}x{x.shape[-1]} px"
+    if cfg.mixup or cfg.cutmix:
+        torch.manual_seed(cfg.seed)
+        x, lam = mix_images(x, cfg.mixup, cfg.cutmix)
+        other = captions[::-1]
+        captions = [f"{a} {lam:.2f}/{b}" for a, b in zip(captions, other)]
+        title += f", mixed (own share {lam:.2f})"
+    mean = torch.tensor(s.normalization["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(s.normalization["std"]).view(1, 3, 1, 1)
+    shown = (x.cpu() * std + mean).numpy()
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return plot_image_grid(out, shown, captions, title)
