@@ -94,7 +94,7 @@ def test_ensemble_methods_match_manual_average(runs, tmp_path):
     assert g["test"]["ece"] == pytest.approx(_ece_by_definition(greedy, labels), abs=1e-4)
     best = max(100 * (p.test_logits.argmax(1) == labels).mean() for p in preds)
     assert res["best_single"]["top1"] == pytest.approx(best)
-    assert g["gain_over_best_single"] == pytest.approx(g["test"]["top1"] - best)
+    assert g["gain_over_best_single"] == pytest.approx(g["test"]["top1"] - best, abs=1e-4)  # float32 top-1s
     saved = json.loads((tmp_path / "ensemble.json").read_text())
     assert saved["ensembles"].keys() == {"uniform", "weighted", "greedy"}
     assert "best single" in (tmp_path / "ensemble.md").read_text()

@@ -162,11 +162,13 @@ def test_evaluate_reproduces_test_accuracy_and_writes_files(cifar10_dir, tmp_pat
     run = cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
     m = cifarlab.evaluate(run)  # a Run works where its directory does
     assert m["top1"] == run.results["test"]["top1"]
-    for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.csv", "per_class.md", "evaluation.json"):
-        assert (run.path / name).is_file(), name
-    lines = (run.path / "confusion_matrix.csv").read_text().splitlines()
+    assert (run.path / "evaluation.json").is_file()
+    out = run.path / "interpretation"  # the same place the report writes them
+    for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.csv", "per_class.md"):
+        assert (out / name).is_file(), name
+    lines = (out / "confusion_matrix.csv").read_text().splitlines()
     assert len(lines) == 11 and sum(int(v) for line in lines[1:] for v in line.split(",")[1:]) == 60
-    assert (run.path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("nan_step, good_epochs", [(1, 0), (6, 1), (12, 2)])  # epoch 0, mid-run, the last step
@@ -255,7 +257,7 @@ def test_cli_train_then_evaluate(cifar10_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     shown = json.loads(out[:out.index("}") + 1])
     results = Run.load(tmp_path / "r").results["test"]
-    assert shown == {k: results[k] for k in ("top1", "top5", "loss")}     # the best checkpoint rescored
+    assert shown == {k: results[k] for k in ("top1", "top5", "loss", "ece")}     # the best checkpoint rescored
     assert json.loads((tmp_path / "r" / "evaluation.json").read_text())["top1"] == results["top1"]
 
 

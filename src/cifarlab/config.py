@@ -95,10 +95,12 @@ class TrainConfig:
     # --- augmentation (applied in batch on the device)
     flip: str = "alternating"           # none | random | alternating (airbench: flip all every other epoch)
     translate: int = 2                  # max random shift in pixels (reflect padding)
-    cutout: int = 0                     # side of the zeroed square in pixels; 0 = off
+    cutout: int = 0                     # side of the zeroed square in pixels; 0 = off (DeVries & Taylor 2017)
+    mixup: float = 0.0                  # mixup Beta(alpha, alpha) of image pairs; 0 = off (Zhang et al. 2018)
+    cutmix: float = 0.0                 # CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)
     # --- model
     model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
     pretrained: bool = False            # timm's default pretrained weights (Hugging Face hub)
     weights: str | None = None          # local weights file (safetensors / torch), timm or torchvision names
     strategy: str = "scratch"           # scratch | linear-probe | fine-tune | full
@@ -110,31 +112,31 @@ class TrainConfig:
     feature_cache: bool = True          # linear-probe: train the head on cached backbone features
     cache_dir: str | None = None        # feature cache folder (default: <data cache>/features)
     # --- optimisation
-    epochs: float = 8.0
-    batch_size: int = 2000
+    epochs: float = 8.0                 # passes over the training split (fractions allowed)
+    batch_size: int = 2000              # images per optimizer step (all processes together)
     optimizer: str = "muon"             # muon | sgd | adamw
-    lr: float = 0.24                    # filters (muon) or all weights (sgd/adamw)
-    bias_lr: float = 0.053              # BatchNorm biases and the whitening bias
-    head_lr: float = 0.67               # the classifier
+    lr: float = 0.24                    # peak learning rate of the filters (muon) or all weights (sgd/adamw)
+    bias_lr: float = 0.053              # peak learning rate of the BatchNorm biases and the whitening bias
+    head_lr: float = 0.67               # peak learning rate of the classifier
     momentum: float = 0.85              # SGD/Nesterov momentum (beta1 for adamw)
-    muon_momentum: float = 0.6
+    muon_momentum: float = 0.6          # Muon's momentum on the conv filters
     weight_decay: float = 0.004         # decoupled: multiplied by lr/group_lr so it does not scale with lr
-    label_smoothing: float = 0.2
+    label_smoothing: float = 0.2        # target mass spread over all classes (Szegedy et al. 2016)
     loss_reduction: str = "sum"         # sum | mean (airbench sums the per-example losses)
     schedule: str = "linear"            # linear | cosine | onecycle | constant
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0          # linear warmup from 0 to the peak lr, in epochs
     final_lr_frac: float = 0.0          # lr at the end as a fraction of the peak
     whiten_bias_epochs: float = 3.0     # the whitening bias trains this long, then is frozen
     ema: bool = False                   # keep an exponential moving average of the weights
-    ema_decay: float = 0.99
+    ema_decay: float = 0.99             # EMA decay per step
     # --- numerics and speed
     precision: str = "bf16"             # bf16 (autocast, fp32 master weights) | fp32
-    channels_last: bool = False
+    channels_last: bool = False         # NHWC memory format (faster convolutions on CPU for the airbench nets)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int | None = None          # torch intra-op threads; None = torch default
     # --- evaluation and control
     tta: int = 2                        # 0 none, 1 mirror, 2 mirror + 1-pixel translations
-    eval_batch_size: int = 2000
+    eval_batch_size: int = 2000         # images per batch at evaluation and prediction
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
     on_nan: str = "stop"                # stop | skip-batch: a non-finite loss or gradient stops the run,
@@ -142,7 +144,7 @@ class TrainConfig:
     seed: int = 0                       # weights init, data order, augmentation
     split_seed: int = 0                 # train/validation split and train_size subset: fixed across seeds so
                                         # runs share one validation set (weighted/greedy ensembles need it)
-    progress: bool = True
+    progress: bool = True               # progress bar and per-epoch summary lines on the console
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict:
@@ -182,6 +184,8 @@ class TrainConfig:
              f"flip must be none, random or alternating (got {self.flip!r}).")
         need(self.translate >= 0, f"translate must be >= 0 pixels (got {self.translate}).")
         need(self.cutout >= 0, f"cutout must be >= 0 pixels (got {self.cutout}).")
+        need(self.mixup >= 0 and self.cutmix >= 0, f"mixup and cutmix are Beta alphas >= 0; 0 = off (got "
+             f"{self.mixup}, {self.cutmix}).")
         need(self.optimizer in ("muon", "sgd", "adamw"),
              f"optimizer must be muon, sgd or adamw (got {self.optimizer!r}).")
         need(self.schedule in ("linear", "cosine", "onecycle", "constant"),

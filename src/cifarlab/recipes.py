@@ -17,6 +17,7 @@ Precedence, lowest first (timm's ``train.py`` habit: YAML sets defaults, flags o
 from __future__ import annotations
 
 import os
+import warnings
 
 from .config import TrainConfig, parse_dataset, read_config_file
 
@@ -86,6 +87,23 @@ GENERIC = dict(
 AIRBENCH_MODELS = ("airbench94", "airbench_res")
 
 
+# The seeds' notebooks use Keras application names; each maps to the timm model with the same
+# architecture (and ImageNet weights): Keras VGG16/ResNet50/DenseNet121 = torchvision's, Xception =
+# timm's port of the Keras/TF original ("legacy_xception").
+KERAS_NAMES = {"VGG16": "vgg16", "VGG19": "vgg19", "ResNet50": "resnet50", "ResNet101": "resnet101",
+               "DenseNet121": "densenet121", "EfficientNetB0": "efficientnet_b0", "MobileNetV2": "mobilenetv2_100",
+               "InceptionV3": "inception_v3", "Xception": "legacy_xception"}
+
+
+def keras_to_timm(name: str) -> str:
+    """timm's name for a Keras application name (warning with a note), other names unchanged."""
+    if name in KERAS_NAMES:
+        warnings.warn(f"model {name!r} is Keras's name; using timm's {KERAS_NAMES[name]!r} (same architecture).",
+                      stacklevel=3)
+        return KERAS_NAMES[name]
+    return name
+
+
 def recipe_config(dataset: str, model: str | None = None) -> TrainConfig:
     """The tuned :class:`TrainConfig` for ``dataset`` and ``model`` (levels 1 and 2 of the precedence).
 
@@ -128,6 +146,9 @@ def resolve_config(file_values: dict | str | os.PathLike | None = None, override
     if isinstance(file_values, (str, os.PathLike)):
         source, file_values = str(file_values), read_config_file(file_values)
     file_values, overrides = dict(file_values or {}), dict(overrides or {})
+    for level in (file_values, overrides):
+        if str(level.get("model")) in KERAS_NAMES:
+            level["model"] = keras_to_timm(level["model"])
     pick = lambda key: overrides.get(key, file_values.get(key))
     cfg = recipe_config(pick("dataset") or "cifar10", pick("model"))
     return cfg.update(file_values, source=source).update(overrides).validate()

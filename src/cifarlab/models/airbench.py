@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
+
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose scale (weight) is fixed at 1; only the bias trains (airbench)."""
@@ -95,7 +97,7 @@ class AirbenchNet(nn.Module):
         super().__init__()
         widths = list(widths)
         if len(widths) != 3 or min(widths) <= 0:
-            raise ValueError(f"widths must be three positive integers, got {widths}")
+            raise ConfigError(f"model_kwargs widths must be three positive integers, e.g. {{widths: [64, 256, 256]}} (got {widths}).")
         self.whiten_width = 2 * in_chans * whiten_kernel ** 2
         self.whiten = nn.Conv2d(in_chans, self.whiten_width, whiten_kernel, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)

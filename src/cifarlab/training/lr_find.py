@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from .optim import build_optimizers
 from .strategy import Strategy
 
@@ -34,7 +35,7 @@ def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontex
         ValueError: ``start_lr``/``end_lr`` not 0 < start < end.
     """
     if not 0 < start_lr < end_lr:
-        raise ValueError(f"need 0 < start_lr < end_lr (got {start_lr}, {end_lr})")
+        raise ConfigError(f"lr-find needs 0 < --start-lr < --end-lr (got {start_lr}, {end_lr}).")
     strategy = Strategy.from_config(model, cfg, len(loader))
     opts = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales)
     ratios = [[g["lr"] / cfg.lr for g in o.param_groups] for o in opts]

@@ -1,7 +1,8 @@
 """The exception types that mean bad input or a run that cannot go on (config, data, run directory,
 model, weights, checkpoint, divergence, memory, disk, suite, ensemble): the command line reports
 them as one paragraph rather than a traceback, with the exit status of :func:`exit_code`, and a
-suite records them per run and goes on."""
+suite records them per run and goes on. Any other exception (a plain ``ValueError`` from deep
+inside included) is a bug and keeps its traceback."""
 from ..config import ConfigError
 from ..data import DataError
 from ..evaluation.ensemble import EnsembleError
@@ -9,11 +10,12 @@ from ..files import FolderInUse, StorageError
 from ..models import UnknownModelError, WeightsError
 from ..runs import RunDirError
 from ..training import CheckpointError, TrainingDiverged, TrainingOutOfMemory
+from .export import ExportError
 from .suite_file import SuiteError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunDirError, FolderInUse, UnknownModelError, CheckpointError,
                                             TrainingDiverged, TrainingOutOfMemory, StorageError, WeightsError,
-                                            SuiteError, EnsembleError, ValueError)
+                                            SuiteError, EnsembleError, ExportError)
 
 EXIT_CODES = {0: "done", 1: "internal error (a bug: please report it with the traceback)",
               2: "bad input: config, data, run directory, model, checkpoint; or the run directory is in use",

@@ -88,6 +88,48 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
                  {"mean": list(mean), "std": list(std)})
 
 
+MAX_UNASKED_SECONDS = 3600.0  # a run projected longer than this at a model's default input size is refused
+
+
+def default_size_refusal(cfg: TrainConfig, side: int, data_side: int, seconds_per_image: float,
+                         train_images: int) -> str | None:
+    """Why a run must not start at a timm model's default input side that nobody asked for (the
+    message), or None. Refused when ``cfg`` sets neither ``img_size`` nor ``img_sizes``, the
+    default ``side`` upsamples the data, and training projects to over :data:`MAX_UNASKED_SECONDS`
+    (``seconds_per_image`` of a training step, measured on this machine)."""
+    if cfg.img_size or cfg.img_sizes or side <= data_side:
+        return None
+    projected = seconds_per_image * train_images * cfg.epochs
+    if cfg.strategy == "linear-probe" and cfg.feature_cache:
+        projected = seconds_per_image / 3 * train_images  # one forward pass, no backward
+    if projected <= MAX_UNASKED_SECONDS:
+        return None
+    return (f"{cfg.model} would train at its ImageNet input size, {side}x{side} px (the data is {data_side} px), which "
+            f"projects to {projected / 3600:.1f} h on this machine. Set the size explicitly: e.g. --img-size 64 or 96 "
+            f"(time grows with its square), or --img-size {side} to accept it.")
+
+
+def check_default_input_size(s: Setup) -> None:
+    """Raise :class:`ConfigError` with :func:`default_size_refusal`'s message when it has one; times
+    one training step of 4 images at the default side (CPU only, timm models only, no size set)."""
+    cfg, side = s.cfg, s.pipes["train"].side(0)
+    data_side = int(s.pipes["train"].loader.size[-1])
+    if cfg.img_size or cfg.img_sizes or side is None or side <= data_side or s.device.type != "cpu":
+        return
+    import copy
+    import time
+    probe = copy.deepcopy(s.model).train()  # a copy: the step must not touch BatchNorm statistics
+    x = torch.randn(4, 3, side, side)
+    t = time.perf_counter()
+    with s.ctx():
+        probe(x).float().sum().backward()
+    per_image = (time.perf_counter() - t) / 4
+    del probe
+    why = default_size_refusal(cfg, side, data_side, per_image, s.pipes["train"].loader.num_images)
+    if why:
+        raise ConfigError(why)
+
+
 def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None) -> tuple[RunDir, Setup]:
     """A finished run's :class:`Setup` from its saved config, with ``checkpoint-{checkpoint}`` loaded
     into the model (``data_dir`` overrides where the data is read from).

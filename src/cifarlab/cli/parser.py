@@ -1,0 +1,136 @@
+"""The ``cifarlab`` argument parser. The help of every config flag is generated from
+:class:`~cifarlab.config.TrainConfig`'s field documentation (:mod:`cifarlab.config_help`), so the
+help and the config cannot drift; keys without a flag are listed under ``train --help`` and by
+``cifarlab config keys``. Imports no torch: ``cifarlab --help`` answers at once."""
+from __future__ import annotations
+
+import argparse
+
+from ..version import __version__
+from ..config_help import config_keys
+from ..recipes import recipe_config
+
+DESCRIPTION = ("Image classification on CIFAR-10, CIFAR-100 and image folders: train, evaluate, calibrate, "
+               "compare, ensemble, report, predict and export. 'cifarlab COMMAND --help' describes each command.")
+
+# flag -> config key, the settings used most (timm's train.py names where it has one); the rest: --set
+FLAGS = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_size": int, "lr": float,
+         "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
+         "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
+         "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
+         "cutmix": float}
+CHOICES = {"precision": ["bf16", "fp32"], "optimizer": ["muon", "sgd", "adamw"], "tta": [0, 1, 2],
+           "strategy": ["scratch", "linear-probe", "fine-tune", "full"],
+           "schedule": ["linear", "cosine", "onecycle", "constant"]}
+SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patience": "--early-stopping",
+            "progress": "--no-progress"}
+
+
+def _default_text(key: str, default) -> str:
+    recipe = getattr(recipe_config("cifar10"), key)
+    text = f"default {default!r}".replace("'", "")
+    return text + (f"; the cifar10 recipe sets {recipe!r}".replace("'", "") if recipe != default else "")
+
+
+def _verbosity(p, top: bool) -> None:
+    """-q / -v / --debug, accepted before or after the command (``cifarlab -q train`` or ``train -q``)."""
+    d = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-q", "--quiet", action="count", help="only results and errors: no bars, epoch lines or warnings",
+                   **({"default": 0} if top else d))
+    p.add_argument("-v", "--verbose", action="count", help="also the resolved config and data notes",
+                   **({"default": 0} if top else d))
+    p.add_argument("--debug", action="store_true", help="full traceback for every error",
+                   **({"default": False} if top else d))
+
+
+def _config_args(p) -> None:
+    docs = {k.name: k for k in config_keys()}
+    g = p.add_argument_group("config (flags win over --set, which wins over --config and the recipe)")
+    for key, typ in FLAGS.items():
+        k = docs[key]
+        g.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, choices=CHOICES.get(key),
+                       metavar=None if key in CHOICES else key.upper(),
+                       help=f"{k.help} ({_default_text(key, k.default)})")
+    g.add_argument("--pretrained", action="store_true", default=None,
+                   help=f"{docs['pretrained'].help}; offline, use --weights FILE")
+    g.add_argument("--ema", action="store_true", default=None, help=f"{docs['ema'].help} (decay: --set ema_decay)")
+    g.add_argument("--early-stopping", dest="early_stopping_patience", type=int, default=None, metavar="PATIENCE",
+                   help=docs["early_stopping_patience"].help)
+    g.add_argument("--config", help="YAML file of config keys: over the recipe, under flags and --set; "
+                                    "a run's config.yaml re-runs it exactly")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key (the list below; 'cifarlab config keys' for types and defaults)")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar and epoch lines")
+    _verbosity(p, top=False)
+
+
+def _other_keys_epilog() -> str:
+    covered = set(FLAGS) | set(SWITCHES)
+    lines = ["other config keys (--set KEY=VALUE):"]
+    lines += [f"  {k.name:25s} {k.help} (default {k.default!r})" for k in config_keys() if k.name not in covered]
+    return "\n".join(lines)
+
+
+def _train_parsers(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("train", help="train a model and record a run directory", formatter_class=fmt,
+                       description="Train with the tuned recipe of --dataset; flags and --set override it.\n"
+                                   "--model takes a built-in name, any timm model name or a Keras name "
+                                   "(VGG16, ResNet50, ...).", epilog=_other_keys_epilog())
+    _config_args(p)
+    p.add_argument("--run-dir", help="run directory (default runs/<generated name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    f = sub.add_parser("lr-find", help="learning-rate range test: loss-vs-lr plot and suggestions")
+    _config_args(f)
+    f.add_argument("--start-lr", type=float, default=1e-6)
+    f.add_argument("--end-lr", type=float, default=10.0)
+    f.add_argument("--steps", type=int, default=100)
+    f.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
+    c = sub.add_parser("config", help="the config keys: 'cifarlab config keys'")
+    c.add_argument("what", choices=["keys"], help="keys: every key with its type, default and meaning")
+    _verbosity(c, top=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (see ``cifarlab --help``)."""
+    parser = argparse.ArgumentParser(prog="cifarlab", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
+    _verbosity(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parsers(sub)
+    e = sub.add_parser("evaluate", help="rescore a run; write its confusion matrix and per-class table")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument("--tta", type=int, default=None, choices=[0, 1, 2], help="override the run's TTA level")
+    e.add_argument("--data-dir", default=None)
+    k = sub.add_parser("calibrate", help="fit temperature scaling on a run's validation predictions",
+                       description="Fit one temperature on the run's validation predictions (Guo et al. 2017) "
+                                   "and store it in results.json: predict, ensembles, comparisons and reports "
+                                   "then use calibrated probabilities. Prints test ECE and NLL before and after.")
+    k.add_argument("run_dir")
+    k.add_argument("--data-dir", default=None)
+    m = sub.add_parser("models", help="list built-in models, or timm's with --timm")
+    m.add_argument("--timm", metavar="PATTERN", default=None, help="timm names matching PATTERN, e.g. 'resnet*'")
+    m.add_argument("--pretrained", action="store_true",
+                   help="with --timm: only models with ImageNet weights, marking those available offline")
+    for q in (e, k, m):
+        _verbosity(q, top=False)
+    from .commands import add_analysis_parsers  # noqa: PLC0415 (keeps this file to the training surface)
+    add_analysis_parsers(sub, _verbosity)
+    return parser
+
+
+def config_overrides(args) -> dict:
+    """The command line's config keys: the flags that were given, the switches, then ``--set``."""
+    from ..config import parse_overrides
+    out = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    for key in ("pretrained", "ema"):
+        if getattr(args, key):
+            out[key] = True
+    if args.early_stopping_patience is not None:
+        out["early_stopping_patience"] = args.early_stopping_patience
+    if args.no_progress:
+        out["progress"] = False
+    out.update(parse_overrides(args.set))
+    return out
+
