@@ -300,3 +300,24 @@ def test_data_describe_and_preview(cifar10_dir, tmp_path, capsys):
                      "--out", str(tmp_path / "p.png")]) == 0
     png = (tmp_path / "p.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_train_accepts_an_own_module_and_a_folder_path(tmp_path):
+    from test_folder import make_folder
+    root = make_folder(tmp_path / "f")
+
+    class TinyNet(torch.nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.head = torch.nn.Linear(8, classes)
+
+        def forward(self, x):
+            return self.head(self.conv(x).relu().mean((2, 3)))
+    run = cifarlab.train(model=TinyNet(3), dataset=root, epochs=2, batch_size=6, tta=0, progress=False,
+                         run_dir=tmp_path / "run", lr=0.05)
+    assert run.config.model == "user_tinynet" and run.config.dataset == f"folder:{root}"
+    assert run.results["classes"] == ["cat", "dog", "frog"] and 0 <= run.results["test"]["top1"] <= 100
+    assert cifarlab.load(run.path).predict(root / "test" / "cat" / "0.png", top_k=1)[0][0] in ("cat", "dog", "frog")
+    with pytest.raises(cifarlab.ConfigError, match=r"\(batch, 3\)"):
+        cifarlab.train(model=TinyNet(10), dataset=root, epochs=1, progress=False, run_dir=tmp_path / "bad")

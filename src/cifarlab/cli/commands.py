@@ -46,7 +46,8 @@ def add_analysis_parsers(sub, verbosity) -> None:
     x = sub.add_parser("export", help="export a run's model: ONNX (checked with onnxruntime) or timm's folder format")
     kind = x.add_mutually_exclusive_group(required=True)
     kind.add_argument("--onnx", action="store_true", help="ONNX, written to --out (default RUN/model.onnx)")
-    kind.add_argument("--timm", metavar="DIR", help="timm's local-dir format: timm.create_model('local-dir:DIR', pretrained=True)")
+    kind.add_argument("--timm", metavar="DIR",
+                      help="timm's local-dir format: timm.create_model('local-dir:DIR', pretrained=True)")
     x.add_argument("run")
     x.add_argument("--out", default=None, help="--onnx: the file (default RUN/model.onnx)")
     x.add_argument("--opset", type=int, default=18)

@@ -9,7 +9,8 @@ from torch import nn
 from .airbench import AirbenchNet
 from .factory import (build_model, check_input_size, count_parameters, create_model, creation_kwargs, data_config,
                       model_kind)
-from .registry import ModelCfg, UnknownModelError, list_models, model_cfg, register_model, unknown_model
+from .registry import (ModelCfg, UnknownModelError, is_user_module, list_models, model_cfg, register_model,
+                       register_module, unknown_model)
 from .simple import LeNet
 from .timm_adapter import (WeightsError, classifier_names, input_size_kwargs, is_timm_model, load_weights_file,
                            read_state_dict, timm_names)
@@ -44,4 +45,4 @@ def _vit_cifar(num_classes: int, **kw) -> nn.Module:
 __all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file",
            "read_state_dict", "classifier_names", "timm_names", "data_config", "ModelCfg", "UnknownModelError",
            "create_model", "creation_kwargs", "build_model", "check_input_size", "model_kind", "list_models", "model_cfg",
-           "register_model", "unknown_model", "count_parameters"]
+           "register_model", "register_module", "is_user_module", "unknown_model", "count_parameters"]

@@ -110,21 +110,27 @@ def data_config(model: nn.Module) -> dict:
             "interpolation": cfg.get("interpolation", "bilinear"), "fixed_input_size": bool(pc.get("fixed_input_size"))}
 
 
-def check_input_size(model: nn.Module, side: int, device: torch.device, name: str) -> None:
+def check_input_size(model: nn.Module, side: int, device: torch.device, name: str, num_classes: int | None = None) -> None:
     """Raise :class:`ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the
-    smallest side that works (probed with one zero image per candidate side)."""
+    smallest side that works (probed with one zero image per candidate side), or, given
+    ``num_classes``, when its output is not float (B, num_classes) logits (a user's own module)."""
     def works(s: int) -> bool:
         was = model.training
         model.eval()
         try:
             with torch.no_grad():
-                model(torch.zeros(1, 3, s, s, device=device))
+                out = model(torch.zeros(1, 3, s, s, device=device))
+            shapes.append(tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__)
             return True
         except (RuntimeError, ValueError, AssertionError):
             return False
         finally:
             model.train(was)
+    shapes = []
     if works(side):
+        if num_classes is not None and shapes[-1] != (1, num_classes):
+            raise ConfigError(f"{name} must return logits of shape (batch, {num_classes}) for this dataset's "
+                              f"{num_classes} classes; it returned {shapes[-1]}. Change its last layer.")
         return
     minimum = next((s for s in _PROBE_SIDES if s > side and works(s)), None)
     hint = f" The smallest side that works is {minimum} pixels: use --set img_size={minimum}." if minimum else ""

@@ -48,6 +48,32 @@ def register_model(name: str, *, input_size=(3, 32, 32), classifier="head", desc
     return deco
 
 
+def register_module(module: nn.Module, name: str | None = None) -> str:
+    """Register a user's own ``nn.Module`` instance for training in this process; returns its name
+    (default ``user_<classname>``). Each build is a deep copy of the module as it is now, so a run
+    and its rescoring start from the same weights; registering the name again replaces it (a
+    notebook cell run twice). The module must map float (B, 3, H, W) to (B, num_classes) logits;
+    ``num_classes`` is not passed to it. Runs of such a model can be rescored and used
+    (``cifarlab.load``) only in a process that registered it under the same name.
+
+    Raises:
+        ValueError: the name is a built-in model's.
+    """
+    import copy
+    name = name or f"user_{type(module).__name__.lower()}"
+    if name in _REGISTRY and not _REGISTRY[name].description.startswith("user module"):
+        raise ValueError(f"{name!r} is a built-in model's name; pass another name")
+    pristine = copy.deepcopy(module)
+    _REGISTRY[name] = ModelCfg(name, lambda num_classes, **kw: copy.deepcopy(pristine), (3, 32, 32), "head",
+                               f"user module {type(module).__name__}")
+    return name
+
+
+def is_user_module(name: str) -> bool:
+    """True for a name registered by :func:`register_module`."""
+    return name in _REGISTRY and _REGISTRY[name].description.startswith("user module")
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 

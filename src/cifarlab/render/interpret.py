@@ -27,7 +27,7 @@ def plot_reliability(path: Path, bins: dict, ece: float, title: str = "Reliabili
            color="C3", alpha=0.35, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{title}\nECE {ece:.2f}%")
+    ax.set_title(f"{title}\nECE {ece:.2f}%", fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     axc.bar(edges[:-1], bins["count"], width=width, align="edge", color="0.6")
     axc.set_yscale("log")

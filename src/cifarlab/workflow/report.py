@@ -61,7 +61,7 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
     bins = reliability_bins(probs, labels)  # of the temperature-scaled probabilities when the run has one
     ece = expected_calibration_error(probs, labels)
     title = f"Reliability: {rd.path.name}" + (
-        f"\nafter temperature scaling (T = {preds.temperature:.2f}; ECE before {m['ece']:.2f}%)"
+        f"\ntemperature-scaled, T = {preds.temperature:.2f} (ECE before: {m['ece']:.2f}%)"
         if preds.temperature != 1.0 else "")
     files["reliability_png"] = plot_reliability(out / "reliability.png", bins, ece, title)
     info = {"run": rd.path.name, "top1": m["top1"], "ece": ece, "ece_before_scaling": m["ece"],
@@ -122,7 +122,8 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     assets.mkdir(parents=True, exist_ok=True)
     rows = compare_runs(runs, data_dir=data_dir)
     sections = [("Comparison", to_html(rows) + f"<p class='meta'>{len(rows)} runs. ECE: expected calibration "
-                 "error, 15 bins (Guo et al. 2017). Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]
+                 "error, 15 bins (Guo et al. 2017); T, ECE (T), NLL (T): temperature scaling fitted on the run's "
+                 "validation split, and the test ECE and NLL after it. Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]
     curves = {Path(r).name: RunDir(r).read_metrics() for r in runs}
     sections.append(("Training curves", H.img(plot_curves(assets / "curves.png", curves), "training curves")))
     trade = (H.img(plot_tradeoff(assets / "acc_vs_time.png", rows, "train_seconds", "training time (s)"),

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import ConfigError, TrainConfig
 from ..data import Batches, DataSource, size_schedule, source_for, take
-from ..models import build_model, check_input_size, data_config
+from ..models import build_model, check_input_size, data_config, is_user_module
 from ..runs import RunDir
 from ..runtime import autocast, resolve_device
 from ..training import load_model_checkpoint
@@ -81,7 +81,8 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
     if cfg.early_stopping_patience and pipes["val"] is None:
         raise ConfigError(f"early stopping needs a validation split, and {cfg.dataset} has none: set --val-size "
                           "(e.g. 5000) or early_stopping_patience 0.")
-    check_input_size(model, pipes["test"].smallest_side(), device, cfg.model)
+    check_input_size(model, pipes["test"].smallest_side(), device, cfg.model,
+                     num_classes=source.num_classes if is_user_module(cfg.model) else None)
     if load_weights and not (cfg.weights or cfg.pretrained) and hasattr(model, "init_from_data"):
         model.init_from_data(take(loaders["train"].ordered(), WHITENING_IMAGES))
     return Setup(cfg, device, precision_context(device, cfg.precision), source, model, pipes,

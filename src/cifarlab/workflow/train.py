@@ -20,7 +20,7 @@ from ..config import ConfigError, TrainConfig, config_diff
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
 from ..evaluation.calibration import calibration_summary
 from ..files import remove_stale_temps
-from ..models import count_parameters
+from ..models import count_parameters, register_module
 from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
 from ..render.plots import plot_curves
@@ -73,7 +73,8 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         resume: an interrupted run directory to continue; its saved config is used, and
             ``config``/``overrides`` may only change keys in :data:`~cifarlab.config.RESUME_SAFE_KEYS`.
         callbacks: passed to :func:`cifarlab.training.fit`.
-        overrides: config keys, e.g. ``epochs=2``.
+        overrides: config keys, e.g. ``epochs=2``; also ``model=`` your own ``nn.Module`` instance
+            (float (B, 3, H, W) -> (B, num_classes) logits) and ``dataset=`` an image folder's path.
 
     Returns:
         :class:`~cifarlab.runs.Run` whose ``results`` follow :class:`~cifarlab.runs.Results`.
@@ -86,6 +87,7 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
     """
     t0 = time.perf_counter()
     tune_malloc()
+    overrides = _own_model_and_folder(overrides)
     rd = None
     if resume is not None:
         rd = RunDir(resume)
@@ -98,6 +100,20 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         cfg = run_config(config, overrides)
     with num_threads(cfg.threads):
         return _train_held(cfg, run_dir, rd, callbacks, t0)
+
+
+def _own_model_and_folder(overrides: dict) -> dict:
+    """The notebook conveniences of :func:`train`: ``model=`` a user's ``nn.Module`` instance (registered
+    with :func:`cifarlab.models.register_module`), ``dataset=`` an image folder's path (a Path, or a
+    string naming an existing folder that is not a dataset name) read as ``folder:PATH``."""
+    out = dict(overrides)
+    if isinstance(out.get("model"), torch.nn.Module):
+        out["model"] = register_module(out["model"])
+    ds = out.get("dataset")
+    if isinstance(ds, os.PathLike) or (isinstance(ds, str) and ":" not in ds and ds not in ("cifar10", "cifar100")
+                                       and Path(ds).is_dir()):
+        out["dataset"] = f"folder:{ds}"
+    return out
 
 
 def _train_held(cfg: TrainConfig, run_dir, rd: RunDir | None, callbacks, t0: float) -> Run:
