@@ -118,11 +118,11 @@ def _models(args) -> int:
     found = find_timm_models(args.timm, pretrained=args.pretrained)
     for m in found:
         print(m["name"] + ("" if "offline" not in m else
-                           "  [weights cached: works offline]" if m["offline"] else "  [weights: download]"))
+                           "  [works offline]" if m["offline"] else "  [needs a download]"))
     if not found:
         print(f"no timm model matches {args.timm!r} (patterns use * and ?, e.g. 'resnet*')", file=sys.stderr)
         return 2
     if args.pretrained:
-        print(f"\n{len(found)} weight sets, {sum(m['offline'] for m in found)} cached locally. Offline, a weights "
-              "file works for any of them: --weights FILE.", file=sys.stderr)
+        print(f"\n{len(found)} weight sets, {sum(m['offline'] for m in found)} available offline (a weight package or "
+              "the hub cache). Offline, a weights file works for any of them: --weights FILE.", file=sys.stderr)
     return 0

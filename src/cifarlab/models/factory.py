@@ -14,6 +14,7 @@ from torch import nn
 from ..config import ConfigError, TrainConfig
 from .registry import is_registered, model_cfg, unknown_model
 from .timm_adapter import WeightsError, create_timm_model, input_size_kwargs, is_timm_model, load_weights_file
+from .weight_packages import package_weights
 
 # sides tried, in pixels, to name the smallest input a model takes (common CNN/ViT input sizes)
 _PROBE_SIDES = (16, 24, 32, 48, 64, 75, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384)
@@ -36,7 +37,8 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights=
     """Build a built-in model or any timm model for ``num_classes`` outputs.
 
     Args:
-        pretrained: timm's default pretrained weights (hub download); built-ins have none.
+        pretrained: ImageNet weights, from an installed weight package
+            (:mod:`~cifarlab.models.weight_packages`) or else timm's hub download; built-ins have none.
         weights: a local weights file (see :func:`cifarlab.models.timm_adapter.load_weights_file`).
         kwargs: builder / ``timm.create_model`` keyword arguments (override registered defaults).
 
@@ -58,10 +60,13 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights=
                                 "mean": None, "std": None, "interpolation": "bilinear", "fixed_input_size": False,
                                 "source": "cifarlab"}
     else:
+        # --pretrained looks at an installed weight package before timm's hub (after --weights)
+        packaged = package_weights(name) if pretrained and not weights else None
         try:
-            model = create_timm_model(name, num_classes, pretrained=pretrained, **kwargs)
+            model = create_timm_model(name, num_classes, pretrained=pretrained and packaged is None, **kwargs)
         except TypeError as e:
             raise ConfigError(f"Bad model_kwargs for timm model {name}: {e}.") from None
+        weights = weights or packaged
     if weights:
         load_weights_file(model, weights)
     return model

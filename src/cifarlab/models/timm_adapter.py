@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import WeightsError
+from .weight_packages import convert_efficientnet_pytorch, is_efficientnet_pytorch, package_hint
+
 log = logging.getLogger("cifarlab")
-
-
-class WeightsError(RuntimeError):
-    """Weights could not be obtained or do not fit the model. The message says which keys and what to do."""
 
 
 def timm_names() -> list[str]:
@@ -41,10 +40,14 @@ def create_timm_model(name: str, num_classes: int, pretrained: bool = False, **k
     except (OSError, RuntimeError, ValueError) as e:  # hub errors subclass OSError/HTTPError; offline: LocalEntryNotFound
         if not pretrained:
             raise
+        package = package_hint(name)
         raise WeightsError(
-            f"Could not obtain the pretrained weights of {name} ({type(e).__name__}: {e}). If this machine is "
-            f"offline, download them elsewhere (e.g. timm.create_model('{name}', pretrained=True) and save "
-            "model.state_dict() with safetensors) and pass the file with --weights PATH instead of --pretrained."
+            f"Could not obtain the pretrained weights of {name}: --pretrained looked for (1) a local file: none given "
+            f"(--weights PATH); (2) an installed weight package: " + (f"not installed ({package})" if package else
+            "none provides this model (cifarlab.models.weight_packages lists those that exist)") + f"; (3) timm's hub "
+            f"download: failed ({type(e).__name__}: {str(e)[:200]}). Provide one: pass a weights file with --weights "
+            f"PATH (e.g. saved elsewhere with timm.create_model('{name}', pretrained=True))"
+            + (f", install the package ({package})" if package else "") + ", or go online."
         ) from None
 
 
@@ -120,6 +123,8 @@ def load_weights_file(model: nn.Module, path: str | Path) -> dict:
     sd = read_state_dict(path)
     target = model.state_dict()
     converted = False
+    if not set(target) & set(sd) and is_efficientnet_pytorch(sd) and hasattr(model, "blocks"):
+        sd, converted = convert_efficientnet_pytorch(sd, model, keep=tuple(classifier_names(model))), True
     if not set(target) & set(sd):
         fn = _family_filter(model)
         if fn is not None:

@@ -2,12 +2,17 @@
 the weights can be loaded without the network (already in the Hugging Face cache)."""
 from __future__ import annotations
 
+from .weight_packages import package_weights
+
 
 def offline_weights(name: str) -> bool:
-    """True when ``name``'s default pretrained weights (its ``pretrained_cfg``'s hub repository)
-    are in the local Hugging Face cache, so ``--pretrained`` works offline."""
+    """True when ``--pretrained`` works offline for ``name``: an installed weight package provides it
+    (:mod:`.weight_packages`), or its default weights (its ``pretrained_cfg``'s hub repository) are
+    in the local Hugging Face cache."""
     import timm
     from huggingface_hub import try_to_load_from_cache
+    if package_weights(name) is not None:
+        return True
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except (RuntimeError, ValueError):
