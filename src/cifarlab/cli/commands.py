@@ -73,7 +73,7 @@ def run_analysis(args) -> int:
                 c = r.config
                 print(f"{r.name:28s} {c.model:20s} {c.strategy:12s} {c.epochs:g} epochs -> {suite.run_dir(r)}")
             return 0
-        res = workflow.run_suite(suite, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+        res = workflow.run_suite(suite, progress=not (args.no_progress or args.quiet), log=lambda m: print(m, file=sys.stderr))
         if res.rows:
             print(to_text(res.rows))
         if res.ensemble:

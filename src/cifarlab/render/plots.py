@@ -15,6 +15,7 @@ def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
             ``lr_mult``, optional ``val_loss`` / ``val_top1``).
     """
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, (name, rows) in enumerate(curves.items()):
         if not rows:
@@ -31,6 +32,7 @@ def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
     for ax, label in zip(axes, ("loss (train solid, val dashed)", "top-1 % (train solid, val dashed)",
                                 "learning-rate multiplier")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[2].legend(fontsize=7, loc="best")
