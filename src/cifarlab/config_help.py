@@ -3,6 +3,7 @@ field definitions (one source: the help of ``cifarlab train --help`` and ``cifar
 cannot drift from the config). Free of torch, like :mod:`cifarlab.config`."""
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from dataclasses import dataclass, fields
@@ -24,8 +25,10 @@ class KeyDoc:
     section: str
 
 
-def config_keys() -> list[KeyDoc]:
-    """Every :class:`TrainConfig` key in definition order, with the help its source comment gives.
+@functools.lru_cache(maxsize=1)
+def config_keys() -> tuple[KeyDoc, ...]:
+    """Every :class:`TrainConfig` key in definition order, with the help its source comment gives
+    (read from the source once per process: the parser asks for it several times).
 
     Raises:
         RuntimeError: a field has no comment (a developer error the test suite catches).
@@ -48,7 +51,7 @@ def config_keys() -> list[KeyDoc]:
         if not text:
             raise RuntimeError(f"TrainConfig.{f.name} has no comment documenting it")
         out.append(KeyDoc(f.name, typ, getattr(defaults, f.name), text, sec))
-    return out
+    return tuple(out)
 
 
 def keys_table() -> str:

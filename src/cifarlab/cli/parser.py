@@ -26,8 +26,8 @@ SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patien
             "progress": "--no-progress"}
 
 
-def _default_text(key: str, default) -> str:
-    recipe = getattr(recipe_config("cifar10"), key)
+def _default_text(key: str, default, recipe_cfg) -> str:
+    recipe = getattr(recipe_cfg, key)
     text = f"default {default!r}".replace("'", "")
     return text + (f"; the cifar10 recipe sets {recipe!r}".replace("'", "") if recipe != default else "")
 
@@ -45,12 +45,13 @@ def _verbosity(p, top: bool) -> None:
 
 def _config_args(p) -> None:
     docs = {k.name: k for k in config_keys()}
+    recipe_cfg = recipe_config("cifar10")
     g = p.add_argument_group("config (flags win over --set, which wins over --config and the recipe)")
     for key, typ in FLAGS.items():
         k = docs[key]
         g.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, choices=CHOICES.get(key),
                        metavar=None if key in CHOICES else key.upper(),
-                       help=f"{k.help} ({_default_text(key, k.default)})")
+                       help=f"{k.help} ({_default_text(key, k.default, recipe_cfg)})")
     g.add_argument("--pretrained", action="store_true", default=None,
                    help=f"{docs['pretrained'].help}; offline, use --weights FILE")
     g.add_argument("--ema", action="store_true", default=None, help=f"{docs['ema'].help} (decay: --set ema_decay)")

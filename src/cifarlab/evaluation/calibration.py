@@ -12,6 +12,13 @@ import numpy as np
 DEFAULT_BINS = 15  # Guo et al. 2017
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float (N, C) logits: float32 (N, C) probabilities."""
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict:
     """Per-bin counts, mean confidence and accuracy.
 
@@ -110,13 +117,8 @@ def calibration_summary(val_logits: np.ndarray, val_labels: np.ndarray, test_log
         ValueError: as :func:`fit_temperature`.
     """
     t = fit_temperature(val_logits, val_labels)
-    probs = lambda temp: _softmax(np.asarray(test_logits, dtype=np.float64) / temp)
+    probs = lambda temp: softmax(np.asarray(test_logits, dtype=np.float64) / temp)
     return {"temperature": t, "fitted_on_images": int(len(val_labels)),
             "test_ece_before": expected_calibration_error(probs(1.0), test_labels),
             "test_ece_after": expected_calibration_error(probs(t), test_labels),
             "test_nll_before": nll(test_logits, test_labels), "test_nll_after": nll(test_logits, test_labels, t)}
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)

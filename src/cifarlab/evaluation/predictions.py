@@ -8,14 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .calibration import softmax
 from .metrics import classification_metrics
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of float (N, C) logits: float32 (N, C) probabilities."""
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 @dataclass
