@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 
-STRATEGIES = ("scratch", "linear-probe", "fine-tune", "full")
+STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
 
@@ -98,13 +98,19 @@ class TrainConfig:
     cutout: int = 0                     # side of the zeroed square in pixels; 0 = off (DeVries & Taylor 2017)
     mixup: float = 0.0                  # mixup Beta(alpha, alpha) of image pairs; 0 = off (Zhang et al. 2018)
     cutmix: float = 0.0                 # CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)
+    auto_augment: str = "none"          # none | trivialaugment (per-image op and magnitude, batched; Müller & Hutter 2021)
+    random_resized_crop: float = 0.0    # RandomResizedCrop, batched: smallest area fraction of the box, e.g. 0.35; 0 = off
     # --- model
     model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
     model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
     pretrained: bool = False            # timm's default pretrained weights (Hugging Face hub)
     weights: str | None = None          # local weights file (safetensors / torch), timm or torchvision names
-    strategy: str = "scratch"           # scratch | linear-probe | fine-tune | full
-    freeze_epochs: float = 1.0          # fine-tune: epochs training the head only before unfreezing
+    strategy: str = "scratch"           # scratch | linear-probe | fine-tune | partial-fine-tune | full
+    freeze_epochs: float = 1.0          # fine-tune, partial-fine-tune: epochs training the head only before unfreezing
+    trainable_stages: int = 2           # partial-fine-tune: the last N stages train; the earlier ones are frozen, run once, cached
+    cached_views: int = 4               # partial-fine-tune: views cached per training image: the image, its mirror, then random resized crops
+    cache_dtype: str = "bf16"           # partial-fine-tune: storage of the cached training views, bf16 | fp32 (val/test always fp32)
+    head_hidden: int = 0                # hidden units of an MLP classifier head (Linear-ReLU-Dropout-Linear); 0 = linear head
     layer_decay: float = 0.7            # fine-tune: lr multiplier per layer group going down from the head
     img_size: int | None = None         # upsample batches on the device to this side (None: data's size)
     img_sizes: list | None = None       # progressive resizing: [[epoch, size], ...], e.g. [[0, 64], [3, 96]]
@@ -212,6 +218,16 @@ class TrainConfig:
         need(self.strategy != "fine-tune" or self.freeze_epochs < self.epochs,
              f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for fine-tune: "
              "otherwise the backbone never unfreezes. Lower --set freeze_epochs or raise --epochs.")
+        need(self.strategy != "partial-fine-tune" or self.freeze_epochs < self.epochs,
+             f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for partial-fine-tune.")
+        need(self.trainable_stages >= 0, f"trainable_stages must be >= 0 (got {self.trainable_stages}).")
+        need(self.cached_views >= 1, f"cached_views must be >= 1 (got {self.cached_views}).")
+        need(self.cache_dtype in ("bf16", "fp32"), f"cache_dtype must be bf16 or fp32 (got {self.cache_dtype!r}).")
+        need(self.head_hidden >= 0, f"head_hidden must be >= 0 units; 0 = a linear head (got {self.head_hidden}).")
+        need(self.auto_augment in ("none", "trivialaugment"),
+             f"auto_augment must be none or trivialaugment (got {self.auto_augment!r}).")
+        need(0 <= self.random_resized_crop <= 1,
+             f"random_resized_crop is an area fraction in (0, 1], 0 = off (got {self.random_resized_crop}).")
         need(self.freeze_epochs >= 0, f"freeze_epochs must be >= 0 (got {self.freeze_epochs}).")
         need(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1] (got {self.layer_decay}).")
         need(self.img_size is None or self.img_size >= 8, f"img_size must be >= 8 pixels (got {self.img_size}).")

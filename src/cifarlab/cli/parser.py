@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..version import __version__
+from ..config import STRATEGIES
 from ..config_help import config_keys
 from ..recipes import recipe_config
 
@@ -18,9 +19,9 @@ FLAGS = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_
          "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
          "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
          "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
-         "cutmix": float}
+         "cutmix": float, "trainable_stages": int, "random_resized_crop": float, "auto_augment": str}
 CHOICES = {"precision": ["bf16", "fp32"], "optimizer": ["muon", "sgd", "adamw"], "tta": [0, 1, 2],
-           "strategy": ["scratch", "linear-probe", "fine-tune", "full"],
+           "strategy": list(STRATEGIES), "auto_augment": ["none", "trivialaugment"],
            "schedule": ["linear", "cosine", "onecycle", "constant"]}
 SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patience": "--early-stopping",
             "progress": "--no-progress"}

@@ -6,6 +6,8 @@ epochs). Cutout: DeVries & Taylor 2017, arXiv:1708.04552.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -147,3 +149,33 @@ def mixed_targets(y: torch.Tensor, lam: float, num_classes: int, smoothing: floa
     t = torch.full((len(y), num_classes), smoothing / num_classes, device=y.device)
     t.scatter_(1, y.view(-1, 1), 1.0 - smoothing + smoothing / num_classes)
     return lam * t + (1.0 - lam) * t.flip(0)
+
+
+def resized_crop_batch(x: torch.Tensor, side: int, min_scale: float, generator: torch.Generator,
+                       flip: torch.Tensor | None = None, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """RandomResizedCrop of every image of a batch at once (one ``F.grid_sample``, bilinear): a box of
+    area fraction U(min_scale, 1) and aspect ratio log-uniform in ``ratio`` (the sampling of
+    Szegedy et al. 2015 and torchvision's ``RandomResizedCrop``, sides clipped to the image instead
+    of resampled), at a uniform position, resized to ``side`` x ``side``; mirrored where ``flip``.
+
+    Args:
+        x: float (B, C, H, W) normalized images; side: the output side in pixels.
+        min_scale: smallest area fraction in (0, 1] (timm's default 0.08; 0.35 keeps CIFAR objects whole).
+        generator: CPU generator of the draws (the caller seeds it, so resumed runs replay).
+        flip: bool (B,) images to mirror, or None.
+
+    Returns:
+        float (B, C, side, side) on x's device.
+    """
+    b = len(x)
+    u = torch.rand(b, 4, generator=generator)
+    area = min_scale + (1.0 - min_scale) * u[:, 0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    w = (area * log_r.exp()).sqrt().clamp(max=1.0)   # box sides as fractions of the image's
+    h = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    cx, cy = (2 * u[:, 2] - 1) * (1 - w), (2 * u[:, 3] - 1) * (1 - h)  # centres in [-1, 1] coordinates
+    sx = w * (1 - 2 * flip.float().cpu()) if flip is not None else w
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
+    grid = F.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], side, side], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -8,6 +8,10 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .augment import resized_crop_batch
+from .autoaugment import trivial_augment_batch
+from .loader import epoch_generator
+
 
 def size_schedule(img_size: int | None, img_sizes: list | None, default_side: int) -> list[tuple[int, int]] | None:
     """``[(first_epoch, side), ...]`` for on-device resizing, or None to keep the data's 32x32.
@@ -29,10 +33,18 @@ class Batches:
 
     Yields ``(x, y)``: x float32 (B, 3, S, S) normalized, S the epoch's side; y int64 (B,).
     Evaluation (:meth:`ordered`) uses the schedule's final side.
+
+    Training batches only: ``auto_augment="trivialaugment"`` applies
+    :func:`~cifarlab.data.autoaugment.trivial_augment_batch` at the data's side (before resizing);
+    ``random_resized_crop`` > 0 makes each image a random box of at least that area fraction resized
+    to S (:func:`~cifarlab.data.augment.resized_crop_batch`, one bilinear sampling instead of the
+    plain resize). Their draws are seeded by (seed, epoch, batch), so a resumed epoch replays.
     """
 
-    def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool):
+    def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool,
+                 random_resized_crop: float = 0.0, seed: int = 0, auto_augment: str = "none"):
         self.loader, self.sizes, self.mode, self.channels_last = loader, sizes, interpolation, channels_last
+        self.rrc, self.seed, self.auto_augment = random_resized_crop, seed, auto_augment
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -58,7 +70,13 @@ class Batches:
 
     def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         side = self.side(epoch)
-        for x, y in self.loader.epoch(epoch, start=start, stop=stop):
+        for i, (x, y) in enumerate(self.loader.epoch(epoch, start=start, stop=stop), start):
+            g = epoch_generator(self.seed * 7919 + i + 1, epoch)
+            if self.auto_augment == "trivialaugment":
+                mean, std = self.loader.mean.view(1, -1, 1, 1), self.loader.std.view(1, -1, 1, 1)
+                x = (trivial_augment_batch((x * std + mean).clamp(0, 1), g) - mean) / std
+            if self.rrc:
+                x = resized_crop_batch(x, side or x.shape[-1], self.rrc, g)
             yield self._tf(x, side), y
 
     def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -96,8 +96,31 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_w
     """
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
-                         weights=cfg.weights if load_weights else None, **creation_kwargs(cfg)).to(device)
+                         weights=cfg.weights if load_weights else None, **creation_kwargs(cfg))
+    if cfg.head_hidden:
+        attach_mlp_head(model, cfg.head_hidden, num_classes)
+    model = model.to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def attach_mlp_head(model: nn.Module, hidden: int, num_classes: int, dropout: float = 0.2) -> nn.Module:
+    """Replace ``model``'s linear classifier (D -> classes) by Linear(D, hidden) - ReLU - Dropout -
+    Linear(hidden, classes), in place; ``model.get_classifier()`` then returns the MLP, so strategies
+    and learning-rate groups treat all of it as the head. Returns the new head.
+
+    Raises:
+        ConfigError: the model has no linear classifier to replace (a built-in net without ``get_classifier``).
+    """
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    names = [n for n, m in model.named_modules() if m is head] if isinstance(head, nn.Linear) else []
+    if not names:
+        raise ConfigError(f"head_hidden needs a model with a linear classifier (timm models have one); "
+                          f"{type(model).__name__} has none. Set head_hidden 0.")
+    parent_name, _, attr = names[0].rpartition(".")
+    mlp = nn.Sequential(nn.Linear(head.in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                        nn.Linear(hidden, num_classes))
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, mlp)
+    return mlp
 
 
 def data_config(model: nn.Module) -> dict:

@@ -81,8 +81,10 @@ def _file_id(path: str) -> str:
     return h.hexdigest()
 
 
-def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict, views: tuple[str, ...]) -> str:
-    """Hex key of everything the cached features depend on (``location``: the data's folder)."""
+def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict, views: tuple[str, ...],
+                extra: dict | None = None) -> str:
+    """Hex key of everything the cached features depend on (``location``: the data's folder;
+    ``extra``: anything else a cache's contents depend on, e.g. where the network is cut)."""
     if cfg.weights:
         weights = "file:" + _file_id(cfg.weights)
     elif cfg.pretrained:
@@ -96,7 +98,7 @@ def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict,
                 "side": side, "interpolation": cfg.interpolation, "dataset": cfg.dataset, "files": files,
                 "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size, "seed": cfg.seed,
                 "split_seed": cfg.split_seed,
-                "normalization": normalization, "views": list(views), "precision": cfg.precision}
+                "normalization": normalization, "views": list(views), "precision": cfg.precision, **(extra or {})}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -36,7 +36,7 @@ def shorter_run_hint(cfg) -> str:
     if cfg.img_size or cfg.img_sizes:
         hints.append("a smaller --img-size (time grows with its square)")
     if cfg.strategy in ("fine-tune", "full"):
-        hints.append("--strategy linear-probe (features computed once)")
+        hints.append("--strategy linear-probe or partial-fine-tune (the frozen part computed once)")
     hints += ["fewer --epochs", "--train-size N (a class-balanced subset)"]
     return "; ".join(hints)
 

@@ -7,6 +7,8 @@ linear-probe    only the classifier trains; the backbone is frozen and its Batch
 fine-tune       the classifier alone for ``freeze_epochs``, then everything, with discriminative
                 learning rates (``layer_decay`` per layer group below the head), as fastai's
                 ``fine_tune`` (Howard & Ruder 2018, arXiv:1801.06146)
+partial-fine-   as fine-tune, for the stages after a frozen, cached trunk (the model given is
+tune            the rest, :class:`cifarlab.models.stages.Rest`; see :mod:`.partial`)
 ==============  ============================================================================
 
 The phase is a function of the optimizer step, so a resumed run freezes and unfreezes exactly
@@ -21,6 +23,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .optim import layer_scales
+
+TUNED = ("fine-tune", "partial-fine-tune")  # head first, then the rest with discriminative learning rates
 
 
 @dataclass
@@ -37,8 +41,9 @@ class Strategy:
         head = model.get_classifier() if hasattr(model, "get_classifier") else None
         head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
         trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        freeze = math.ceil(cfg.freeze_epochs * steps_per_epoch) if cfg.strategy == "fine-tune" else 0
-        scales = layer_scales(model, cfg.layer_decay) if cfg.strategy == "fine-tune" else {}
+        tuned = cfg.strategy in TUNED
+        freeze = math.ceil(cfg.freeze_epochs * steps_per_epoch) if tuned else 0
+        scales = layer_scales(model, cfg.layer_decay) if tuned else {}
         return cls(cfg.strategy, head_ids, trainable, freeze, scales)
 
     @property
@@ -47,7 +52,7 @@ class Strategy:
         return self.head_ids & self.trainable_ids if self.name == "linear-probe" else self.trainable_ids
 
     def frozen_at(self, step: int) -> bool:
-        return self.name == "linear-probe" or (self.name == "fine-tune" and step < self.freeze_steps)
+        return self.name == "linear-probe" or (self.name in TUNED and step < self.freeze_steps)
 
     def set_mode(self, model: nn.Module, step: int) -> None:
         """Apply the phase of ``step``: requires_grad flags, and frozen BatchNorm in eval mode.

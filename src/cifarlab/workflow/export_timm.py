@@ -38,6 +38,9 @@ def export_timm(run_dir, out_dir, push_to_hub: str | None = None, check: bool = 
     if model_kind(cfg.model) != "timm":
         raise ExportError(f"--timm exports timm architectures; {cfg.model} is one of cifarlab's own models, which "
                           "timm cannot rebuild. Export it with --onnx instead.")
+    if cfg.head_hidden:
+        raise ExportError(f"this run's classifier is an MLP (head_hidden {cfg.head_hidden}), which timm's {cfg.model} "
+                          "cannot rebuild. Export it with --onnx instead.")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} already exists and is not an empty folder; choose another --timm DIR.")

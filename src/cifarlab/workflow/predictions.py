@@ -58,10 +58,10 @@ def load_cached_predictions(run_dir, checkpoint: str = "best", tta: int | None =
         return None  # a damaged cache is recomputed, never trusted
 
 
-def predictions_of(model: torch.nn.Module, s: Setup, test=None, progress: bool = False) -> Predictions:
+def predictions_of(model: torch.nn.Module, s: Setup, test=None, val=None, progress: bool = False) -> Predictions:
     """:class:`Predictions` of ``model`` on the setup's test (and val) splits at the config's TTA level.
 
-    ``test`` may pass already computed ``(logits, labels)`` tensors for the test split;
+    ``test`` / ``val`` may pass already computed ``(logits, labels)`` tensors for those splits;
     ``progress`` shows a bar per split.
     """
     run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, tta=s.cfg.tta,
@@ -69,7 +69,7 @@ def predictions_of(model: torch.nn.Module, s: Setup, test=None, progress: bool =
     tl, ty = test if test is not None else run("test")
     vl = vy = None
     if s.pipes.get("val") is not None:
-        vl, vy = (t.numpy() for t in run("val"))
+        vl, vy = (t.numpy() for t in (val if val is not None else run("val")))
     src = s.source
     return Predictions(s.cfg.dataset, list(src.classes), s.cfg.tta, tl.numpy(), ty.numpy(), vl, vy,
                        src.coarse_of_fine, list(src.coarse_classes) if src.coarse_classes else None)

@@ -76,8 +76,11 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
     rank, world = (dist_env.rank, dist_env.world) if dist_env is not None else (0, 1)
     loaders = source.loaders(cfg, device, mean, std, rank, world)
     sizes = size_schedule(cfg.img_size, cfg.img_sizes, dc["input_size"][-1])
-    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last) if v is not None else None)
-             for k, v in loaders.items()}
+    train_only = lambda k, value, off: value if k == "train" else off
+    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last, seed=cfg.seed,
+                         random_resized_crop=train_only(k, cfg.random_resized_crop, 0.0),
+                         auto_augment=train_only(k, cfg.auto_augment, "none"))
+                 if v is not None else None) for k, v in loaders.items()}
     if cfg.early_stopping_patience and pipes["val"] is None:
         raise ConfigError(f"early stopping needs a validation split, and {cfg.dataset} has none: set --val-size "
                           "(e.g. 5000) or early_stopping_patience 0.")
@@ -103,6 +106,8 @@ def default_size_refusal(cfg: TrainConfig, side: int, data_side: int, seconds_pe
     projected = seconds_per_image * train_images * cfg.epochs
     if cfg.strategy == "linear-probe" and cfg.feature_cache:
         projected = seconds_per_image / 3 * train_images  # one forward pass, no backward
+    elif cfg.strategy == "partial-fine-tune":  # a forward pass per cached view, then a fraction of the net
+        projected = seconds_per_image * train_images * (cfg.cached_views / 3 + cfg.epochs / 5)
     if projected <= MAX_UNASKED_SECONDS:
         return None
     return (f"{cfg.model} would train at its ImageNet input size, {side}x{side} px (the data is {data_side} px), which "

@@ -27,7 +27,7 @@ from ..render.plots import plot_curves
 from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, Run, RunDir, RunDirError,
                     generate_run_name, write_json)
 from ..runtime import environment, num_threads, resolve_device, tune_malloc
-from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, load_resume_point, lr_range_test
+from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, fit_partial, load_resume_point, lr_range_test
 from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
 from .setup import Setup, assemble, assemble_run, check_default_input_size
@@ -151,18 +151,23 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
         rd.set_status("running")
     distributed.barrier(env)
 
-    # On resume the weights come from the train state, except for a cached linear probe, whose
-    # train state holds only the classifier: its backbone must be loaded again.
+    # On resume the weights come from the train state, except for a cached linear probe or partial
+    # fine-tune, whose train state holds only the part that trains: the rest must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
-    s = assemble(cfg, device, load_weights=state is None or probe, dist_env=env)
+    partial = cfg.strategy == "partial-fine-tune"
+    s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
     if state is None:
         check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
         val_fn = lambda m: loss_and_top1(*predict_logits(m, s.pipes["val"].ordered(), s.ctx, tta=0))
-    cache_info = None
-    if probe:
+    cache_info = cached_logits = None
+    if partial:
+        result, cache_info, cached_logits = fit_partial(s.model, s.pipes, cfg, rd, device, s.source.location, s.ctx,
+                                                        loss_and_top1, resume=state, resume_weights=weights,
+                                                        callbacks=callbacks)
+    elif probe:
         result, cache_info = fit_linear_probe(s.model, s.pipes, cfg, rd, device, s.source.location, s.ctx,
                                               loss_and_top1, resume=state, resume_weights=weights, callbacks=callbacks)
     else:
@@ -171,7 +176,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
     if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
         distributed.shutdown(env)
         return Run(rd.path, cfg, [], {})
-    results = _score(s, rd, result, t0, prep_seconds)
+    results = _score(s, rd, result, t0, prep_seconds, cached_logits)
     if cache_info is not None:
         results.feature_cache = cache_info
     if env.enabled:
@@ -183,14 +188,19 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
     return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
 
 
-def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Results:
-    """Score the selected weights on the test set once, cache the predictions, gather the results."""
+def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached: dict | None = None) -> Results:
+    """Score the selected weights on the test set once, cache the predictions, gather the results.
+    ``cached``: ``{"test": (logits, labels), "val": ...}`` already computed (a partial fine-tune's, from
+    its cached trunk outputs), used instead of running the network again."""
     cfg, src = s.cfg, s.source
     eval_model = s.fresh_model()
     eval_model.load_state_dict(result.eval_state)
     t_eval = time.perf_counter()
-    logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta,
-                                    progress="scoring test" if cfg.progress else None)
+    if cached and "test" in cached:
+        logits, labels = cached["test"]
+    else:
+        logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta,
+                                        progress="scoring test" if cfg.progress else None)
     eval_seconds = time.perf_counter() - t_eval
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
@@ -199,7 +209,7 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float) -> Resu
                                f"{result.best_epoch + 1}) is {test['loss']}, so {rd.path} is not recorded as "
                                "complete. Train again with a lower learning rate or precision fp32.")
     # cached for comparisons, ensembles and reports (val logits too, when a split exists)
-    preds = predictions_of(eval_model, s, test=(logits, labels), progress=cfg.progress)
+    preds = predictions_of(eval_model, s, test=(logits, labels), val=(cached or {}).get("val"), progress=cfg.progress)
     calibration = None  # temperature scaling needs held-out predictions: the validation split's
     if preds.val_logits is not None:
         calibration = calibration_summary(preds.val_logits, preds.val_labels, preds.test_logits, preds.test_labels)

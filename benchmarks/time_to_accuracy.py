@@ -1,0 +1,81 @@
+"""Time to accuracy of finished runs: wall seconds vs test top-1, one point per run, one colour per
+strategy, one marker per label budget; and the table BENCHMARKS.md records.
+
+Usage: python benchmarks/time_to_accuracy.py RUN_DIR... --out time_to_accuracy.png [--title TEXT]
+(a folder of run directories, e.g. a suite's output, may be given instead of the runs)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cifarlab.render.mpl import pyplot
+
+MARKERS = "osD^v<>ph*"
+
+
+def read_runs(paths: list[str]) -> list[dict]:
+    """``results.json`` plus the run's name of every finished run under ``paths``."""
+    out = []
+    for p in map(Path, paths):
+        found = [p] if (p / "results.json").is_file() else sorted(q.parent for q in p.glob("*/results.json"))
+        for run in found:
+            r = json.loads((run / "results.json").read_text())
+            r["name"] = run.name
+            out.append(r)
+    if not out:
+        raise SystemExit(f"no finished run (results.json) under {', '.join(paths)}")
+    return out
+
+
+def table(runs: list[dict]) -> str:
+    """Markdown rows: run, strategy, labels, side, test top-1, training / wall seconds, images/s, peak memory."""
+    rows = ["| run | strategy | labels | side (px) | test top-1 (%) | training (s) | wall (s) | train images/s | peak RSS (GiB) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(runs, key=lambda r: (r["train_images"], r["wall_seconds"])):
+        rows.append(f"| {r['name']} | {r['strategy']} | {r['train_images']} | {r['input_side']} | "
+                    f"{r['test']['top1']:.2f} | {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | "
+                    f"{r['train_images_per_s']:.0f} | {r['peak_rss_bytes'] / 2**30:.1f} |")
+    return "\n".join(rows)
+
+
+def plot(runs: list[dict], out: Path, title: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    strategies = sorted({r["strategy"] for r in runs})
+    budgets = sorted({r["train_images"] for r in runs})
+    colours = dict(zip(strategies, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for r in runs:
+        ax.scatter(r["wall_seconds"] / 60, r["test"]["top1"], color=colours[r["strategy"]], s=48,
+                   marker=MARKERS[budgets.index(r["train_images"]) % len(MARKERS)], zorder=3)
+        ax.annotate(r["name"], (r["wall_seconds"] / 60, r["test"]["top1"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    for s in strategies:
+        ax.scatter([], [], color=colours[s], label=s)
+    for i, b in enumerate(budgets):
+        ax.scatter([], [], color="grey", marker=MARKERS[i % len(MARKERS)], label=f"{b} labels")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time (minutes, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out", default="time_to_accuracy.png")
+    ap.add_argument("--title", default="Time to accuracy")
+    args = ap.parse_args()
+    runs = read_runs(args.runs)
+    plot(runs, Path(args.out), args.title)
+    print(table(runs))
+    print(f"\nplot: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A network cut at a stage boundary: a frozen *trunk* (stem + first stages) and the trainable
+*rest* (last stages + head), for partial fine-tuning on cached trunk outputs.
+
+Most CNN families in timm compute ``forward_features`` as their top-level children in order, with
+the stages in a ``blocks`` / ``stages`` container (EfficientNet, MobileNet, ConvNeXt, RegNet) or as
+``layer1..4`` (ResNet). :func:`split_at_stage` reads that order and *checks* it: the trunk followed
+by the rest must reproduce ``forward_features`` on a random input, or the model is refused (a ViT,
+whose token and position embeddings are not children, is one such).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+# children that belong to forward_head, never to the feature path
+HEAD_CHILDREN = frozenset({"global_pool", "classifier", "fc", "head", "head_drop", "fc_norm", "pre_logits",
+                           "flatten", "drop"})
+STAGE_CONTAINERS = ("blocks", "stages")
+
+
+def feature_units(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[int]]:
+    """``(units, stage_positions)``: the feature path as ``(dotted name, module)`` pairs in
+    execution order, and the positions of the units that are stages."""
+    units, stages = [], []
+    for name, child in model.named_children():
+        if name in HEAD_CHILDREN:
+            continue
+        if name in STAGE_CONTAINERS and isinstance(child, (nn.Sequential, nn.ModuleList)):
+            for i, block in enumerate(child):
+                stages.append(len(units))
+                units.append((f"{name}.{i}", block))
+        else:
+            if name.startswith("layer") and name[5:].isdigit():
+                stages.append(len(units))
+            units.append((name, child))
+    return units, stages
+
+
+class Rest(nn.Module):
+    """The part of a network after its trunk: float (B, C, h, w) trunk output -> logits (B, classes).
+
+    Holds the model's own modules (the same parameters: training it trains the model) and calls the
+    model's ``forward_head``. :meth:`model_keys` maps its state-dict keys to the model's.
+    """
+
+    def __init__(self, model: nn.Module, units: list[tuple[str, nn.Module]]):
+        super().__init__()
+        self.units = nn.Sequential(*[m for _, m in units])
+        self.head = nn.ModuleDict({n: m for n, m in model.named_children() if n in HEAD_CHILDREN})
+        object.__setattr__(self, "_model", model)  # not a submodule: its trunk must stay out of parameters()
+
+    def get_classifier(self) -> nn.Module:
+        return self._model.get_classifier()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self._model.forward_head(self.units(h))
+
+    def model_keys(self) -> dict[str, str]:
+        """``{key in this module's state dict: key in the model's}`` (matched by tensor identity)."""
+        owner = {id(t): k for k, t in self._model.state_dict(keep_vars=True).items()}
+        return {k: owner[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
+
+
+def split_at_stage(model: nn.Module, trainable_stages: int, side: int = 64) -> tuple[nn.Sequential, Rest]:
+    """Cut ``model`` before its last ``trainable_stages`` stages.
+
+    Args:
+        model: a timm-style network (``forward_features`` / ``forward_head``).
+        trainable_stages: how many stages, counted from the last, go to the rest (0: only the
+            modules after the last stage, e.g. EfficientNet's ``conv_head``, and the head).
+        side: the check input's side in pixels.
+
+    Returns:
+        ``(trunk, rest)``: ``rest(trunk(x))`` equals ``model(x)`` for x float (B, 3, H, W).
+
+    Raises:
+        ConfigError: the model has no recognisable stages, ``trainable_stages`` is out of range, or
+            the units in order do not reproduce ``forward_features`` (the fix named).
+    """
+    name = type(model).__name__
+    units, stages = feature_units(model)
+    if not stages or not hasattr(model, "forward_head"):
+        raise ConfigError(f"partial-fine-tune needs a network built of stages (timm's EfficientNet, MobileNet, "
+                          f"ResNet, ConvNeXt, RegNet...); {name} has none that cifarlab recognises. Use --strategy "
+                          "fine-tune.")
+    if not 0 <= trainable_stages <= len(stages):
+        raise ConfigError(f"trainable_stages must be between 0 and {len(stages)} for {name} (it has {len(stages)} "
+                          f"stages: {', '.join(units[i][0] for i in stages)}); got {trainable_stages}.")
+    cut = stages[len(stages) - trainable_stages] if trainable_stages else stages[-1] + 1
+    trunk = nn.Sequential(*[m for _, m in units[:cut]])
+    rest = Rest(model, units[cut:])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+            same = torch.allclose(nn.Sequential(*[m for _, m in units])(x), model.forward_features(x),
+                                  rtol=1e-4, atol=1e-4)
+    except Exception:  # noqa: BLE001 - any failure means the order is not the feature path
+        same = False
+    model.train(was_training)
+    if not same:
+        raise ConfigError(f"partial-fine-tune cannot cut {name}: its children in order do not compute its "
+                          "forward_features (extra steps such as position embeddings happen between them). "
+                          "Use --strategy fine-tune.")
+    return trunk, rest
