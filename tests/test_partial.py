@@ -56,6 +56,8 @@ def test_trunk_loader_shows_each_image_once_per_epoch_in_varying_views():
     bits = torch.randn(1, 4, 2, 2, 2).bfloat16()  # bf16 storage: read back bit for bit
     back = TrunkLoader(bits.view(torch.uint16).numpy(), np.arange(4), 4, train=False, seed=0, device="cpu")
     assert torch.equal(next(back.ordered())[0], bits[0].float())
+    back.channels_last = True
+    assert next(back.ordered())[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_view_names_follow_the_config():
@@ -152,3 +154,25 @@ def test_trivial_augment_draws_per_image_and_replays():
     assert eq.min() == 0 and eq.max() == 1  # stretched over the whole range
     shifted = _geometric(x[:1], "translate_x", torch.tensor([4 / 32]))  # content 4 pixels to the left
     assert torch.allclose(shifted[..., :-4], x[:1, ..., 4:], atol=1e-5) and shifted[..., -4:].abs().max() == 0
+
+
+def test_a_damaged_trunk_cache_is_recomputed(cifar10_dir, tmp_path):
+    cfg, _ = _partial_cfg(cifar10_dir, tmp_path, val_size=0, epochs=2)
+    first = cifarlab.train(cfg, run_dir=tmp_path / "a")
+    folder = tmp_path / "cache" / f"trunk-{first.results['feature_cache']['key']}"
+    (folder / "train_x.npy").write_bytes((folder / "train_x.npy").read_bytes()[:100])  # truncated
+    second = cifarlab.train(cfg, run_dir=tmp_path / "b")
+    assert not second.results["feature_cache"]["hit"] and second.results["test"] == first.results["test"]
+
+
+def test_fine_tuning_augmentations_replay_mid_epoch_and_stay_off_at_evaluation(cifar10_dir):
+    from cifarlab.data import Batches, DeviceLoader, load_dataset
+    ds = load_dataset("cifar10", cifar10_dir, download=False)
+    loader = DeviceLoader(ds.train, [0.5] * 3, [0.25] * 3, 40, train=True, flip="random", seed=1)
+    b = Batches(loader, [(0, 48)], "bilinear", False, random_resized_crop=0.35, seed=1, auto_augment="trivialaugment")
+    plain = Batches(loader, [(0, 48)], "bilinear", False)
+    whole = list(b.epoch(0))
+    assert whole[0][0].shape == (40, 3, 48, 48)
+    assert torch.equal(next(b.epoch(0, start=2))[0], whole[2][0])  # a resumed epoch replays its draws
+    assert not torch.allclose(whole[0][0], next(plain.epoch(0))[0])  # the same images, augmented
+    assert torch.equal(next(b.ordered())[0], next(plain.ordered())[0])  # evaluation untouched

@@ -103,7 +103,7 @@ class TrainConfig:
     # --- model
     model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
     model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
-    pretrained: bool = False            # timm's default pretrained weights (Hugging Face hub)
+    pretrained: bool = False            # ImageNet weights: an installed weight package, else timm's hub download
     weights: str | None = None          # local weights file (safetensors / torch), timm or torchvision names
     strategy: str = "scratch"           # scratch | linear-probe | fine-tune | partial-fine-tune | full
     freeze_epochs: float = 1.0          # fine-tune, partial-fine-tune: epochs training the head only before unfreezing
