@@ -6,6 +6,8 @@ Recipe: Müller & Hutter, "TrivialAugment: Tuning-free Yet State-of-the-Art Data
 (ICCV 2021, arXiv:2103.10158), the "wide" search space: one op uniformly from 14, a magnitude
 uniformly from 31 bins, ranges as torchvision's ``TrivialAugmentWide`` (shear 0.99, translate 32 px,
 rotate 135 degrees, colour factors 1 +- 0.99, posterize 2-8 bits, solarize any threshold).
+The translation range is 32 pixels whatever the image side, as in the paper and torchvision: on
+32-px CIFAR images the largest shifts push most of the image out (applied before upsampling).
 torchvision applies one draw per call, so a batch tensor would get the same op everywhere; this
 module draws per image.
 """

@@ -77,5 +77,6 @@ def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_f
     std = torch.tensor(s.normalization["std"]).view(1, 3, 1, 1)
     shown = (x.cpu() * std + mean).numpy()
     out = Path(out_file)
+    out = out if out.suffix else out.with_suffix(".png")  # the name matplotlib would write
     out.parent.mkdir(parents=True, exist_ok=True)
     return plot_image_grid(out, shown, captions, title)
