@@ -39,14 +39,6 @@ def table(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def min_wall(runs: list[dict]) -> float:
-    return min(r["wall_seconds"] for r in runs) / 60
-
-
-def max_wall(runs: list[dict]) -> float:
-    return max(r["wall_seconds"] for r in runs) / 60
-
-
 def plot(runs: list[dict], out: Path, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
@@ -65,7 +57,8 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
     for i, b in enumerate(budgets):
         ax.scatter([], [], color="grey", marker=MARKERS[i % len(MARKERS)], label=f"{b} labels")
     ax.set_xscale("log")
-    ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min_wall(runs) / 1.5 <= t <= max_wall(runs) * 1.5]
+    minutes = [r["wall_seconds"] / 60 for r in runs]
+    ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.5 <= t <= max(minutes) * 1.5]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("wall time (minutes, log scale)")

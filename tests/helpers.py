@@ -5,6 +5,17 @@ import cifarlab
 from cifarlab import TrainConfig
 
 
+class StopAt:
+    """A training callback that presses Ctrl-C (raises KeyboardInterrupt) at optimizer step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __call__(self, event, info, model):
+        if event == "step" and info["global_step"] == self.step:
+            raise KeyboardInterrupt
+
+
 def tiny_config(data_dir, dataset: str = "cifar10", **kw) -> TrainConfig:
     """A few-second airbench run on the tiny fixture data (widths 8/16/16, batch 50)."""
     base = cifarlab.recipe_config(dataset).update(dict(

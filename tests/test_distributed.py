@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import tiny_config
+from helpers import StopAt, tiny_config
 
 import cifarlab
 from cifarlab.recipes import resolve_config
@@ -70,17 +70,13 @@ def test_two_processes_equal_one_on_a_model_without_batchnorm(cifar10_dir, tmp_p
 def test_resume_in_two_processes_matches_the_uninterrupted_run(cifar10_dir, tmp_path):
     """A one-process run interrupted at step 6 and resumed by two processes ends where one process,
     uninterrupted, ends (LeNet in fp32, so the world size itself changes nothing)."""
-    class Stop:
-        def __call__(self, event, info, model):
-            if event == "step" and info["global_step"] == 6:
-                raise KeyboardInterrupt
     common = ["train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--epochs", "3", *NO_BN]
     _run(common + ["--run-dir", str(tmp_path / "full")], 1)
     cfg = resolve_config(None, dict(  # what the CLI resolves for the same flags
         dataset="cifar10", data_dir=str(cifar10_dir), epochs=3, model="lenet", precision="fp32", batch_size=50,
         tta=0, progress=False, threads=1, eval_batch_size=64, download=False, channels_last=False))
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(Stop(),))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(6),))
     _run(["train", "--resume", str(tmp_path / "part"), "--no-progress"], 2)
     full, part = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("full", "part"))
     assert part["test"]["loss"] == pytest.approx(full["test"]["loss"], rel=1e-4)
@@ -88,13 +84,9 @@ def test_resume_in_two_processes_matches_the_uninterrupted_run(cifar10_dir, tmp_
 
 
 def test_resume_with_two_processes(cifar10_dir, tmp_path):
-    class Stop:
-        def __call__(self, event, info, model):
-            if event == "step" and info["global_step"] == 8:
-                raise KeyboardInterrupt
     cfg = tiny_config(cifar10_dir, epochs=4, threads=1)
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(Stop(),))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(8),))
     _run(["train", "--resume", str(tmp_path / "part"), "--no-progress"], 2)
     rows = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]

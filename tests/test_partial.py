@@ -10,10 +10,11 @@ from safetensors.torch import save_file
 import cifarlab
 from cifarlab.config import ConfigError
 from cifarlab.data.augment import resized_crop_batch
-from cifarlab.models import create_model
+from cifarlab.models import classifier_names, create_model
 from cifarlab.models.factory import attach_mlp_head
 from cifarlab.models.stages import split_at_stage
 from cifarlab.training.partial import TrunkLoader, view_names
+from helpers import StopAt
 
 
 @pytest.mark.parametrize("name,k", [("tf_efficientnet_lite0", 3), ("resnet18", 1), ("convnext_atto", 2),
@@ -28,8 +29,10 @@ def test_trunk_then_rest_is_the_whole_network(name, k):
     rest_ids = {id(p) for p in rest.parameters()}
     assert not trunk_ids & rest_ids and len(trunk_ids | rest_ids) == len(list(model.parameters()))
     assert rest.get_classifier() is model.get_classifier()
-    keys = rest.model_keys()
-    assert all(model.state_dict()[v] is not None for v in keys.values()) and len(set(keys.values())) == len(keys)
+    keys, full, own = rest.model_keys(), model.state_dict(), rest.state_dict()
+    assert len(set(keys.values())) == len(keys) == len(own)  # one model key per rest key
+    assert all(torch.equal(own[k], full[v]) for k, v in keys.items())
+    assert {f"{n}.weight" for n in classifier_names(model)} <= set(keys.values())  # the head travels with the rest
 
 
 def test_models_that_cannot_be_cut_are_refused_with_the_way_out():
@@ -113,12 +116,8 @@ def test_partial_fine_tune_resumes_exactly(cifar10_dir, tmp_path):
     from cifarlab.training import TrainingInterrupted
     cfg, _ = _partial_cfg(cifar10_dir, tmp_path, cache_dtype="bf16")
     full = cifarlab.train(cfg, run_dir=tmp_path / "full")
-
-    def stop(event, info, model):
-        if event == "step" and info["global_step"] == 4:
-            raise KeyboardInterrupt
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(stop,))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(4),))
     resumed = cifarlab.train(resume=tmp_path / "part")
     assert resumed.results["test"] == full.results["test"]
 

@@ -15,7 +15,7 @@ from cifarlab import ConfigError, TrainConfig
 from cifarlab.runs import Run
 from cifarlab.cli import main as cli_main
 from cifarlab.runs import RunDirError
-from helpers import tiny_config
+from helpers import StopAt, tiny_config
 from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, load_weights, lr_multiplier
 from cifarlab.models import list_models, model_cfg
 from cifarlab.training import CheckpointError
@@ -70,21 +70,12 @@ def test_cifar100_reports_superclass_accuracy(cifar100_dir, tmp_path):
     assert len(t["superclass_per_class_accuracy"]) == 20
 
 
-class _StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def __call__(self, event, info, model):
-        if event == "step" and info["global_step"] == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("stop_step", [6, 8])  # mid-epoch (4 steps/epoch) and at an epoch boundary
 def test_resume_matches_uninterrupted_run(cifar10_dir, tmp_path, stop_step):
     cfg = tiny_config(cifar10_dir, ema=True, ema_decay=0.9)
     full = cifarlab.train(cfg, run_dir=tmp_path / "full")
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(_StopAt(stop_step),))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(stop_step),))
     assert json.loads((tmp_path / "part" / "status.json").read_text())["status"] == "interrupted"
     assert load_train_state(tmp_path / "part" / "train-state-last.pt")["position"]["global_step"] == stop_step
     resumed = cifarlab.train(resume=tmp_path / "part")
@@ -101,7 +92,7 @@ def test_resume_with_validation_and_early_stopping_restores_the_best(cifar10_dir
     cfg = tiny_config(cifar10_dir, val_size=50, epochs=30, early_stopping_patience=2, early_stopping_min_delta=100.0)
     full = cifarlab.train(cfg, run_dir=tmp_path / "full")
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(_StopAt(5),))   # 3 steps/epoch: in epoch 2
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(5),))   # 3 steps/epoch: in epoch 2
     resumed = cifarlab.train(resume=tmp_path / "part")
     for key in ("best_epoch", "epochs_run", "stopped_early"):
         assert resumed.results[key] == full.results[key], key
@@ -113,7 +104,7 @@ def test_resume_with_validation_and_early_stopping_restores_the_best(cifar10_dir
 
 def test_tampered_train_state_is_refused_at_resume(cifar10_dir, tmp_path):
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(StopAt(2),))
     state = tmp_path / "part" / "train-state-last.pt"
 
     class Evil:
@@ -150,7 +141,7 @@ def test_cli_models_lists_the_registry(capsys):
 def test_resume_with_incompatible_config_is_refused(cifar10_dir, tmp_path):
     cfg = tiny_config(cifar10_dir)
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(2),))
     with pytest.raises(ConfigError, match=r"batch_size: 50 -> 40"):
         cifarlab.train(resume=tmp_path / "part", batch_size=40)
     # a harmless change (thread count, progress bar) is allowed
@@ -263,7 +254,7 @@ def test_cli_train_then_evaluate(cifar10_dir, tmp_path, capsys):
 
 def test_evaluate_incomplete_run_says_what_is_missing(cifar10_dir, tmp_path):
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(_StopAt(2),))
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(StopAt(2),))
     with pytest.raises(RunDirError, match="results.json"):
         cifarlab.evaluate(tmp_path / "part")
 

@@ -17,6 +17,7 @@ from cifarlab.models import check_input_size
 from cifarlab.models import UnknownModelError, WeightsError, create_model, data_config, load_weights_file
 from cifarlab.training.lr_find import lr_range_test, suggest
 from cifarlab.training.strategy import Strategy
+from helpers import StopAt
 
 SEED_MODELS = ["vgg16", "vgg19", "resnet34", "resnet50", "densenet121", "efficientnet_b0", "efficientnet_b7",
                "efficientnetv2_rw_t", "mobilenetv2_100", "xception41", "inception_v3", "vit_base_patch32_224",
@@ -303,12 +304,8 @@ def test_linear_probe_resume_keeps_the_loaded_backbone(cifar10_dir, tmp_path):
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "w.safetensors")
     cfg = _probe_cfg(cifar10_dir, tmp_path, weights=str(tmp_path / "w.safetensors"))
     full = cifarlab.train(cfg, run_dir=tmp_path / "full")
-
-    def stop(event, info, model):
-        if event == "step" and info["global_step"] == 5:
-            raise KeyboardInterrupt
     with pytest.raises(TrainingInterrupted):
-        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(stop,))
+        cifarlab.train(cfg, run_dir=tmp_path / "part", callbacks=(StopAt(5),))
     import shutil
     shutil.rmtree(tmp_path / "cache")  # force re-extraction from the reloaded backbone
     resumed = cifarlab.train(resume=tmp_path / "part")
