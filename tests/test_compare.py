@@ -80,6 +80,10 @@ def test_ensemble_methods_match_manual_average(runs, tmp_path):
     avg = np.mean([p.test_probs for p in preds], axis=0)
     labels = preds[0].test_labels
     assert res["ensembles"]["uniform"]["test"]["top1"] == pytest.approx(100 * (avg.argmax(1) == labels).mean())
+    wrong = np.stack([p.test_probs.argmax(1) != labels for p in preds])
+    assert res["diversity"]["wrong_for_all"] == int(wrong.all(0).sum())
+    assert res["diversity"]["wrong_for_any"] == int(wrong.any(0).sum())
+    assert "wrong for every member" in (tmp_path / "ensemble.md").read_text()
     val_acc = np.array([(p.val_logits.argmax(1) == p.val_labels).mean() for p in preds])
     w = res["ensembles"]["weighted"]["weights"]
     assert [w[n] for n in ("ab-s0", "ab-s1", "lenet")] == pytest.approx(list(val_acc / val_acc.sum()))

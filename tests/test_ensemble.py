@@ -7,7 +7,7 @@ import pytest
 from cifarlab.evaluation.analysis import most_confused, top_losses
 from cifarlab.evaluation.calibration import expected_calibration_error, reliability_bins
 from cifarlab.evaluation.ensemble import (EnsembleError, Member, accuracy_weights, combine, ensemble_weights,
-                                          greedy_selection, select_members)
+                                          error_diversity, greedy_selection, select_members)
 
 
 def test_ece_by_hand():
@@ -122,3 +122,21 @@ def test_selection_rules_and_missing_validation():
         ensemble_weights("greedy", [good, noval], labels)
     w = ensemble_weights("greedy", [good, bad], labels, per_architecture=True)
     assert w[1] > 0 and w.sum() == pytest.approx(1.0)
+
+
+def test_error_diversity_by_hand():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    a = _onehotish(np.array([1, 1, 2, 0, 1, 0]))     # wrong on images 0 and 5
+    b = _onehotish(np.array([1, 2, 2, 0, 1, 2]))     # wrong on 0 and 1
+    perfect = _onehotish(labels)
+    d = error_diversity([a, b, perfect], labels, ["a", "b", "perfect"])
+    assert (d["images"], d["wrong_for_any"]) == (6, 3)
+    assert d["wrong_for_all"] == 0 and d["oracle_top1"] == 100.0   # the perfect member is right everywhere
+    # a's errors [1,0,0,0,0,1] vs b's [1,1,0,0,0,0]: Pearson r = (1/6 - 1/9) / (2/9) = 0.25
+    assert d["error_correlation"]["a vs b"] == pytest.approx(0.25)
+    assert d["error_correlation"]["a vs perfect"] is None            # no errors: correlation undefined
+    assert d["mean_error_correlation"] == pytest.approx(0.25)
+    two = error_diversity([a, b], labels, ["a", "b"])
+    assert two["wrong_for_all"] == 1 and two["oracle_top1"] == pytest.approx(100 * 5 / 6)
+    same = error_diversity([a, a], labels, ["a", "a2"])
+    assert same["error_correlation"]["a vs a2"] == pytest.approx(1.0)

@@ -48,6 +48,38 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
+def error_diversity(probs: list[np.ndarray], labels: np.ndarray, names: list[str]) -> dict:
+    """How differently the members err on the same images: what an average can fix and what it cannot.
+
+    Args:
+        probs: one float (N, C) probability array per member, on the same N images.
+        labels: int (N,) true classes.
+        names: one name per member.
+
+    Returns:
+        ``{"images", "wrong_for_all", "wrong_for_any", "oracle_top1", "error_correlation",
+        "mean_error_correlation"}``: counts of images every member / at least one member gets wrong;
+        the top-1 (%) of an oracle that picks the right member per image (an average cannot beat it);
+        Pearson's correlation of the members' 0/1 error indicators for every pair (``"a vs b"`` to r,
+        None where a member makes no error or only errors); and the mean over the defined pairs.
+        Correlated errors are why an ensemble of one family saturates (Kuncheva & Whitaker 2003,
+        "Measures of diversity in classifier ensembles", Machine Learning 51).
+    """
+    wrong = np.stack([p.argmax(1) != labels for p in probs]).astype(np.float64)  # (M, N)
+    pairs = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = wrong[i], wrong[j]
+            pairs[f"{names[i]} vs {names[j]}"] = (None if a.std() == 0 or b.std() == 0
+                                                 else float(np.corrcoef(a, b)[0, 1]))
+    defined = [r for r in pairs.values() if r is not None]
+    all_wrong = int(wrong.all(0).sum())
+    return {"images": int(len(labels)), "wrong_for_all": all_wrong, "wrong_for_any": int(wrong.any(0).sum()),
+            "oracle_top1": float(100.0 * (1 - all_wrong / max(len(labels), 1))),
+            "error_correlation": pairs,
+            "mean_error_correlation": float(np.mean(defined)) if defined else None}
+
+
 def accuracy_weights(val_probs: list[np.ndarray], val_labels: np.ndarray) -> np.ndarray:
     """Weights proportional to each member's validation top-1 accuracy (sum 1).
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import Predictions
-from ..evaluation.ensemble import METHODS, EnsembleError, Member, combine, ensemble_weights, select_members
+from ..evaluation.ensemble import (METHODS, EnsembleError, Member, combine, ensemble_weights, error_diversity,
+                                   select_members)
 from ..runs import RunDir, write_json
 from .predictions import run_predictions
 
@@ -58,7 +59,9 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
 
     Returns:
         ``{"dataset", "members": [{run, model, test top1, val top1}], "best_single": {...},
-        "ensembles": {method: {"weights": {run: w}, "test": metrics, "gain_over_best_single"}}, "notes"}``.
+        "ensembles": {method: {"weights": {run: w}, "test": metrics, "gain_over_best_single"}}, "notes",
+        "tta", "diversity"}``: ``tta`` is the members' TTA level, or ``{run: level}`` where they
+        differ; ``diversity`` is how their test errors overlap (:func:`~..evaluation.ensemble.error_diversity`).
 
     Raises:
         EnsembleError: fewer than two runs, different datasets/classes/test sets, missing validation.
@@ -85,12 +88,15 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
     members, notes = select_members(members, ref.val_labels, min_val_acc)
     single = {m.name: ref.metrics_of_probs(m.test_probs) for m in members}
     best_name = max(single, key=lambda n: single[n]["top1"])
-    out = {"dataset": ref.dataset, "num_classes": len(ref.classes), "tta": ref.tta,
+    levels = {m.name: preds[m.name].tta for m in members}
+    out = {"dataset": ref.dataset, "num_classes": len(ref.classes),
+           "tta": ref.tta if len(set(levels.values())) == 1 else levels,
            "members": [{"run": m.name, "path": str(paths[names.index(m.name)]), "model": m.architecture,
                         "test_top1": single[m.name]["top1"],
                         "val_top1": None if m.val_probs is None else
                         float(100.0 * (m.val_probs.argmax(1) == ref.val_labels).mean())} for m in members],
-           "best_single": {"run": best_name, **single[best_name]}, "ensembles": {}, "notes": notes}
+           "best_single": {"run": best_name, **single[best_name]}, "ensembles": {}, "notes": notes,
+           "diversity": error_diversity([m.test_probs for m in members], ref.test_labels, [m.name for m in members])}
     for method in methods:
         w = ensemble_weights(method, members, ref.val_labels, per_architecture)
         probs = combine([m.test_probs for m in members], w)
@@ -119,13 +125,29 @@ def _unique_names(paths: list[Path]) -> list[str]:
 def ensemble_markdown(result: dict) -> str:
     """The ensemble result as a Markdown table: best single run, then each method."""
     b = result["best_single"]
-    lines = [f"Ensemble of {len(result['members'])} runs on {result['dataset']} (TTA level {result['tta']}).", "",
+    tta = result["tta"]
+    tta = (f"TTA level {tta}" if not isinstance(tta, dict) else
+           "TTA levels " + ", ".join(f"{run} {level}" for run, level in tta.items()))
+    lines = [f"Ensemble of {len(result['members'])} runs on {result['dataset']} ({tta}).", "",
              "| | members | top-1 % | top-5 % | loss | ECE % | gain (points) |", "|---|---:|---:|---:|---:|---:|---:|",
              f"| best single ({b['run']}) | 1 | {b['top1']:.2f} | {b['top5']:.2f} | {b['loss']:.3f} | {b['ece']:.2f} | |"]
     for method, e in result["ensembles"].items():
         t = e["test"]
         lines.append(f"| {method} | {len(e['weights'])} | {t['top1']:.2f} | {t['top5']:.2f} | {t['loss']:.3f} | "
                      f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} |")
+    d = result.get("diversity")
+    if d:
+        lines += ["", f"Test errors: {d['wrong_for_all']} of {d['images']} images are wrong for every member "
+                      f"(an oracle picking the right member per image: {d['oracle_top1']:.2f}%), "
+                      f"{d['wrong_for_any']} for at least one."]
+        pairs = d["error_correlation"]
+        defined = [r for r in pairs.values() if r is not None]
+        if 0 < len(pairs) <= 15:
+            lines += ["", "| members | error correlation |", "|---|---:|"]
+            lines += [f"| {k} | {'n/a' if r is None else f'{r:.3f}'} |" for k, r in pairs.items()]
+        elif defined:
+            lines += ["", f"Error correlation over {len(defined)} pairs: min {min(defined):.3f}, mean "
+                          f"{np.mean(defined):.3f}, max {max(defined):.3f} (every pair: ensemble.json)."]
     for note in result.get("notes", []):
         lines.append(f"\nleft out: {note}")
     return "\n".join(lines) + "\n"

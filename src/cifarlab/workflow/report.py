@@ -188,9 +188,15 @@ def _ensemble_html(e: dict) -> str:
                      f"{t['ece']:.2f}", f"{x['gain_over_best_single']:+.2f}"])
     weights = "; ".join(f"{m}: " + ", ".join(f"{k} {w:.2f}" for k, w in x["weights"].items())
                         for m, x in e["ensembles"].items())
+    d = e.get("diversity")
+    overlap = "" if not d else (
+        f"<p class='meta'>test errors: {d['wrong_for_all']} of {d['images']} images wrong for every member "
+        f"(oracle top-1 {d['oracle_top1']:.2f}%), {d['wrong_for_any']} for at least one"
+        + ("" if d["mean_error_correlation"] is None else
+           f"; mean pairwise error correlation {d['mean_error_correlation']:.3f}") + "</p>")
     return (f"<h3>{e['dataset']}: {len(e['members'])} runs</h3>"
             + H.table(["", "members", "top-1 %", "top-5 %", "loss", "ECE %", "gain (points)"], rows, "ensemble")
-            + f"<p class='meta'>weights: {weights}</p>")
+            + f"<p class='meta'>weights: {weights}</p>" + overlap)
 
 
 def _run_html(row: dict, info: dict) -> str:
