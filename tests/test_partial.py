@@ -108,6 +108,9 @@ def test_partial_fine_tune_trains_only_the_last_stages_and_scores_like_the_full_
                                                                                           rel=1e-4)
     second = cifarlab.train(cfg, run_dir=tmp_path / "b")
     assert second.results["feature_cache"]["hit"] and second.results["test"] == run.results["test"]
+    reseeded = cifarlab.train(cfg.update({"seed": 1}), run_dir=tmp_path / "d")  # another seed: the same trunk
+    assert reseeded.results["feature_cache"]["hit"]
+    assert reseeded.results["feature_cache"]["key"] == info["key"]
     third = cifarlab.train(cfg.update({"trainable_stages": 2}), run_dir=tmp_path / "c")  # another cut: a miss
     assert not third.results["feature_cache"]["hit"] and third.results["feature_cache"]["trunk_shape"] == [128, 4, 4]
 

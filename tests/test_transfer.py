@@ -199,6 +199,14 @@ def _probe_cfg(cifar10_dir, tmp_path, **kw):
     return base.update(kw)
 
 
+def test_feature_key_depends_on_the_seed_only_through_random_weights(tmp_path):
+    from cifarlab.training.probe import feature_key
+    key = lambda **kw: feature_key(cifarlab.TrainConfig(model="resnet18", **kw), str(tmp_path), 32, {}, ("center",))
+    assert key(pretrained=True, seed=0) == key(pretrained=True, seed=1)   # the same features for every seed
+    assert key(seed=0) != key(seed=1)                                      # random weights differ per seed
+    assert key(pretrained=True, split_seed=0) != key(pretrained=True, split_seed=1)  # another subset/split
+
+
 def test_feature_cache_hit_miss_and_invalidation(cifar10_dir, tmp_path):
     src = create_model("resnet18", 10)
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "w.safetensors")

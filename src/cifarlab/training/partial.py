@@ -106,7 +106,7 @@ def _write_split(trunk: nn.Module, pipe, views: list[str], out: Path, name: str,
     trunk.eval()
     arr, ys = None, []
     for v, view in enumerate(views):
-        g = epoch_generator(cfg.seed, 10_000 + v)
+        g = epoch_generator(cfg.split_seed, 10_000 + v)  # not cfg.seed: every seed shares the cache
         row = 0
         label = f"caching {name} trunk outputs ({view})" if cfg.progress else None
         for x, y in progress_bar(pipe.ordered(), label, total=-(-n // pipe.loader.batch_size)):

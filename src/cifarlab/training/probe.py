@@ -84,7 +84,10 @@ def _file_id(path: str) -> str:
 def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict, views: tuple[str, ...],
                 extra: dict | None = None) -> str:
     """Hex key of everything the cached features depend on (``location``: the data's folder;
-    ``extra``: anything else a cache's contents depend on, e.g. where the network is cut)."""
+    ``extra``: anything else a cache's contents depend on, e.g. where the network is cut).
+
+    The training seed is part of the key only through randomly initialised weights: features of
+    loaded weights are the same for every seed, so the seeds of a suite share one cache."""
     if cfg.weights:
         weights = "file:" + _file_id(cfg.weights)
     elif cfg.pretrained:
@@ -96,7 +99,7 @@ def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict,
         if src.is_dir() else []
     material = {"v": FORMAT_VERSION, "model": cfg.model, "kwargs": cfg.model_kwargs, "weights": weights,
                 "side": side, "interpolation": cfg.interpolation, "dataset": cfg.dataset, "files": files,
-                "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size, "seed": cfg.seed,
+                "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size,
                 "split_seed": cfg.split_seed,
                 "normalization": normalization, "views": list(views), "precision": cfg.precision, **(extra or {})}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
