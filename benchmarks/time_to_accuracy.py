@@ -1,5 +1,5 @@
 """Time to accuracy of finished runs: wall seconds vs test top-1, one point per run, one colour per
-strategy, one marker per label budget; and the table BENCHMARKS.md records.
+strategy, one marker per label budget, one panel per dataset; and the table BENCHMARKS.md records.
 
 Usage: python benchmarks/time_to_accuracy.py RUN_DIR... --out time_to_accuracy.png [--title TEXT]
 (a folder of run directories, e.g. a suite's output, may be given instead of the runs)."""
@@ -30,10 +30,10 @@ def read_runs(paths: list[str]) -> list[dict]:
 
 def table(runs: list[dict]) -> str:
     """Markdown rows: run, strategy, labels, side, test top-1, training / wall seconds, images/s, peak memory."""
-    rows = ["| run | strategy | labels | side (px) | test top-1 (%) | training (s) | wall (s) | train images/s | peak RSS (GiB) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(runs, key=lambda r: (r["train_images"], r["wall_seconds"])):
-        rows.append(f"| {r['name']} | {r['strategy']} | {r['train_images']} | {r['input_side']} | "
+    rows = ["| run | dataset | strategy | labels | side (px) | test top-1 (%) | training (s) | wall (s) | train images/s | peak RSS (GiB) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(runs, key=lambda r: (r["dataset"], r["train_images"], r["wall_seconds"])):
+        rows.append(f"| {r['name']} | {r['dataset']} | {r['strategy']} | {r['train_images']} | {r['input_side']} | "
                     f"{r['test']['top1']:.2f} | {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | "
                     f"{r['train_images_per_s']:.0f} | {r['peak_rss_bytes'] / 2**30:.1f} |")
     return "\n".join(rows)
@@ -41,31 +41,33 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], out: Path, title: str) -> None:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    datasets = sorted({r["dataset"] for r in runs})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4.8), dpi=120, squeeze=False)
     strategies = sorted({r["strategy"] for r in runs})
     budgets = sorted({r["train_images"] for r in runs})
     colours = dict(zip(strategies, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for r in runs:
-        ax.scatter(r["wall_seconds"] / 60, r["test"]["top1"], color=colours[r["strategy"]], s=48,
-                   marker=MARKERS[budgets.index(r["train_images"]) % len(MARKERS)], zorder=3)
-        hit = (r.get("feature_cache") or {}).get("hit")  # its wall time leaves out the caching pass
-        ax.annotate(r["name"] + (" (cache reused)" if hit else ""), (r["wall_seconds"] / 60, r["test"]["top1"]),
-                    fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
-    for s in strategies:
-        ax.scatter([], [], color=colours[s], label=s)
-    for i, b in enumerate(budgets):
-        ax.scatter([], [], color="grey", marker=MARKERS[i % len(MARKERS)], label=f"{b} labels")
-    ax.set_xscale("log")
-    minutes = [r["wall_seconds"] / 60 for r in runs]
-    ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.5 <= t <= max(minutes) * 1.5]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("wall time (minutes, log scale)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in runs if r["dataset"] == dataset]
+        for r in mine:
+            ax.scatter(r["wall_seconds"] / 60, r["test"]["top1"], color=colours[r["strategy"]], s=48,
+                       marker=MARKERS[budgets.index(r["train_images"]) % len(MARKERS)], zorder=3)
+            hit = (r.get("feature_cache") or {}).get("hit")  # its wall time leaves out the caching pass
+            ax.annotate(r["name"] + (" (cache reused)" if hit else ""), (r["wall_seconds"] / 60, r["test"]["top1"]),
+                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+        for s in sorted({r["strategy"] for r in mine}):
+            ax.scatter([], [], color=colours[s], label=s)
+        for b in sorted({r["train_images"] for r in mine}):
+            ax.scatter([], [], color="grey", marker=MARKERS[budgets.index(b) % len(MARKERS)], label=f"{b} labels")
+        ax.set_xscale("log")
+        minutes = [r["wall_seconds"] / 60 for r in mine]
+        ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.5 <= t <= max(minutes) * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("wall time (minutes, log scale)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{title}: {dataset}" if len(datasets) > 1 else title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
