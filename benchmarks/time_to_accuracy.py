@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from cifarlab.render.mpl import pyplot
@@ -47,20 +48,33 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
     budgets = sorted({r["train_images"] for r in runs})
     colours = dict(zip(strategies, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, dataset in zip(axes[0], datasets):
-        mine = [r for r in runs if r["dataset"] == dataset]
-        for r in mine:
-            ax.scatter(r["wall_seconds"] / 60, r["test"]["top1"], color=colours[r["strategy"]], s=48,
+        mine = sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: -r["test"]["top1"])
+        logs = [math.log10(r["wall_seconds"] / 60) for r in mine]
+        span = max(logs) - min(logs) + math.log10(1.3 * 2.4)  # the x range set below, in decades
+        top1 = [r["test"]["top1"] for r in mine]
+        tall = ((max(top1) - min(top1)) or 1.0) * 1.16         # with the 8% margins
+        px, py = span / 460, tall / 280                        # one point of the axes in decades / in %
+        boxes = [(lx - 4 * px, lx + 4 * px, y - 4 * py, y + 4 * py) for lx, y in zip(logs, top1)]  # the markers
+        for r, lx, y in zip(mine, logs, top1):
+            ax.scatter(10 ** lx, y, color=colours[r["strategy"]], s=48,
                        marker=MARKERS[budgets.index(r["train_images"]) % len(MARKERS)], zorder=3)
             hit = (r.get("feature_cache") or {}).get("hit")  # its wall time leaves out the caching pass
-            ax.annotate(r["name"] + (" (cache reused)" if hit else ""), (r["wall_seconds"] / 60, r["test"]["top1"]),
-                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+            text = r["name"] + (" (cache reused)" if hit else "")
+            for off in (3, -11, 13, -21, 23, -31):  # the first label position that covers nothing
+                box = (lx + 5 * px, lx + (5 + 4.2 * len(text)) * px, y + off * py, y + (off + 8) * py)
+                if not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in boxes):
+                    break
+            boxes.append(box)
+            ax.annotate(text, (10 ** lx, y), fontsize=7, xytext=(5, off), textcoords="offset points")
+        ax.margins(y=0.08)
         for s in sorted({r["strategy"] for r in mine}):
             ax.scatter([], [], color=colours[s], label=s)
         for b in sorted({r["train_images"] for r in mine}):
             ax.scatter([], [], color="grey", marker=MARKERS[budgets.index(b) % len(MARKERS)], label=f"{b} labels")
         ax.set_xscale("log")
         minutes = [r["wall_seconds"] / 60 for r in mine]
-        ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.5 <= t <= max(minutes) * 1.5]
+        ax.set_xlim(min(minutes) / 1.3, max(minutes) * 2.4)  # room for the labels of the right-most points
+        ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.3 <= t <= max(minutes) * 2.4]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("wall time (minutes, log scale)")
