@@ -40,6 +40,28 @@ def table(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _label(ax, runs: list[dict]) -> None:
+    """Name each point, right of it, at the first of a few heights where the text covers no marker
+    and no label already placed (highest points first). Needs the axes' final limits and layout."""
+    fig = ax.get_figure()
+    box = ax.get_window_extent()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    px = (math.log10(x1) - math.log10(x0)) / (box.width * 72 / fig.dpi)  # decades per typographic point
+    py = (y1 - y0) / (box.height * 72 / fig.dpi)                          # % per point
+    runs = sorted(runs, key=lambda r: -r["test"]["top1"])
+    points = [(math.log10(r["wall_seconds"] / 60), r["test"]["top1"]) for r in runs]
+    taken = [(lx - 4 * px, lx + 4 * px, y - 4 * py, y + 4 * py) for lx, y in points]  # the markers
+    for r, (lx, y) in zip(runs, points):
+        hit = (r.get("feature_cache") or {}).get("hit")  # its wall time leaves out the caching pass
+        text = r["name"] + (" (cache reused)" if hit else "")
+        for off in (3, -11, 13, -21, 23, -31):
+            cand = (lx + 5 * px, lx + (5 + 4.2 * len(text)) * px, y + off * py, y + (off + 8) * py)  # 7-pt text
+            if not any(cand[0] < t[1] and t[0] < cand[1] and cand[2] < t[3] and t[2] < cand[3] for t in taken):
+                break
+        taken.append(cand)
+        ax.annotate(text, (10 ** lx, y), fontsize=7, xytext=(5, off), textcoords="offset points")
+
+
 def plot(runs: list[dict], out: Path, title: str) -> None:
     plt = pyplot()
     datasets = sorted({r["dataset"] for r in runs})
@@ -47,25 +69,12 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
     strategies = sorted({r["strategy"] for r in runs})
     budgets = sorted({r["train_images"] for r in runs})
     colours = dict(zip(strategies, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    by_axis = {}
     for ax, dataset in zip(axes[0], datasets):
-        mine = sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: -r["test"]["top1"])
-        logs = [math.log10(r["wall_seconds"] / 60) for r in mine]
-        span = max(logs) - min(logs) + math.log10(1.3 * 2.4)  # the x range set below, in decades
-        top1 = [r["test"]["top1"] for r in mine]
-        tall = ((max(top1) - min(top1)) or 1.0) * 1.16         # with the 8% margins
-        px, py = span / 460, tall / 280                        # one point of the axes in decades / in %
-        boxes = [(lx - 4 * px, lx + 4 * px, y - 4 * py, y + 4 * py) for lx, y in zip(logs, top1)]  # the markers
-        for r, lx, y in zip(mine, logs, top1):
-            ax.scatter(10 ** lx, y, color=colours[r["strategy"]], s=48,
+        mine = by_axis[ax] = [r for r in runs if r["dataset"] == dataset]
+        for r in mine:
+            ax.scatter(r["wall_seconds"] / 60, r["test"]["top1"], color=colours[r["strategy"]], s=48,
                        marker=MARKERS[budgets.index(r["train_images"]) % len(MARKERS)], zorder=3)
-            hit = (r.get("feature_cache") or {}).get("hit")  # its wall time leaves out the caching pass
-            text = r["name"] + (" (cache reused)" if hit else "")
-            for off in (3, -11, 13, -21, 23, -31):  # the first label position that covers nothing
-                box = (lx + 5 * px, lx + (5 + 4.2 * len(text)) * px, y + off * py, y + (off + 8) * py)
-                if not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in boxes):
-                    break
-            boxes.append(box)
-            ax.annotate(text, (10 ** lx, y), fontsize=7, xytext=(5, off), textcoords="offset points")
         ax.margins(y=0.08)
         for s in sorted({r["strategy"] for r in mine}):
             ax.scatter([], [], color=colours[s], label=s)
@@ -73,8 +82,9 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
             ax.scatter([], [], color="grey", marker=MARKERS[budgets.index(b) % len(MARKERS)], label=f"{b} labels")
         ax.set_xscale("log")
         minutes = [r["wall_seconds"] / 60 for r in mine]
-        ax.set_xlim(min(minutes) / 1.3, max(minutes) * 2.4)  # room for the labels of the right-most points
-        ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if min(minutes) / 1.3 <= t <= max(minutes) * 2.4]
+        lo, hi = min(minutes) / 1.3, max(minutes) * 2.4  # room for the labels of the right-most points
+        ax.set_xlim(lo, hi)
+        ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120) if lo <= t <= hi]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("wall time (minutes, log scale)")
@@ -83,6 +93,8 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    for ax, mine in by_axis.items():
+        _label(ax, mine)
     fig.savefig(out)
     plt.close(fig)
 

@@ -73,7 +73,7 @@ def test_report_html_is_self_contained(runs, tmp_path):
     # curves, 2 trade-offs, 3 x (confusion, reliability, top losses), counts, samples
     assert n_img == 1 + 2 + 9 + 2
     assert "uniform" in html and "greedy" in html         # validation split present: all three methods
-    assert re.search(r"test errors: \d+ of \d+ images wrong for every member", html)
+    assert re.search(r"Test errors: \d+ of \d+ images wrong for every member", html)
 
 
 def _chromium():

@@ -122,6 +122,17 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+def overlap_summary(diversity: dict) -> str:
+    """One line on how the members' test errors overlap (``diversity``: :func:`error_diversity`'s
+    result), shared by the Markdown summary and the HTML report."""
+    d = diversity
+    line = (f"Test errors: {d['wrong_for_all']} of {d['images']} images wrong for every member "
+            f"(oracle top-1 {d['oracle_top1']:.2f}%), {d['wrong_for_any']} for at least one")
+    if d["mean_error_correlation"] is not None:
+        line += f"; mean pairwise error correlation {d['mean_error_correlation']:.3f}"
+    return line
+
+
 def ensemble_markdown(result: dict) -> str:
     """The ensemble result as a Markdown table: best single run, then each method."""
     b = result["best_single"]
@@ -137,17 +148,13 @@ def ensemble_markdown(result: dict) -> str:
                      f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} |")
     d = result.get("diversity")
     if d:
-        lines += ["", f"Test errors: {d['wrong_for_all']} of {d['images']} images are wrong for every member "
-                      f"(an oracle picking the right member per image: {d['oracle_top1']:.2f}%), "
-                      f"{d['wrong_for_any']} for at least one."]
+        lines += ["", overlap_summary(d) + "."]
         pairs = d["error_correlation"]
-        defined = [r for r in pairs.values() if r is not None]
         if 0 < len(pairs) <= 15:
             lines += ["", "| members | error correlation |", "|---|---:|"]
             lines += [f"| {k} | {'n/a' if r is None else f'{r:.3f}'} |" for k, r in pairs.items()]
-        elif defined:
-            lines += ["", f"Error correlation over {len(defined)} pairs: min {min(defined):.3f}, mean "
-                          f"{np.mean(defined):.3f}, max {max(defined):.3f} (every pair: ensemble.json)."]
+        elif pairs:
+            lines += ["", "The correlation of every pair is in ensemble.json."]
     for note in result.get("notes", []):
         lines.append(f"\nleft out: {note}")
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from ..render.plots import plot_curves, plot_tradeoff
 from ..render.table import to_html
 from ..runs import INTERPRETATION_DIR, RunDir, write_json
 from .compare import compare_runs
-from .ensemble import ensemble_runs
+from .ensemble import ensemble_runs, overlap_summary
 from .predictions import run_predictions
 from .suite_file import resolve_runs
 
@@ -188,12 +188,7 @@ def _ensemble_html(e: dict) -> str:
                      f"{t['ece']:.2f}", f"{x['gain_over_best_single']:+.2f}"])
     weights = "; ".join(f"{m}: " + ", ".join(f"{k} {w:.2f}" for k, w in x["weights"].items())
                         for m, x in e["ensembles"].items())
-    d = e.get("diversity")
-    overlap = "" if not d else (
-        f"<p class='meta'>test errors: {d['wrong_for_all']} of {d['images']} images wrong for every member "
-        f"(oracle top-1 {d['oracle_top1']:.2f}%), {d['wrong_for_any']} for at least one"
-        + ("" if d["mean_error_correlation"] is None else
-           f"; mean pairwise error correlation {d['mean_error_correlation']:.3f}") + "</p>")
+    overlap = f"<p class='meta'>{overlap_summary(e['diversity'])}</p>" if e.get("diversity") else ""
     return (f"<h3>{e['dataset']}: {len(e['members'])} runs</h3>"
             + H.table(["", "members", "top-1 %", "top-5 %", "loss", "ECE %", "gain (points)"], rows, "ensemble")
             + f"<p class='meta'>weights: {weights}</p>" + overlap)
