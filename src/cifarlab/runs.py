@@ -83,7 +83,7 @@ class Results:
     test_eval_seconds: float
     wall_seconds: float
     train_images_per_s: float
-    inference_images_per_s: float
+    inference_images_per_s: float  # forward passes of single images per second, from the timed test scoring
     peak_memory_bytes: int        # process RSS on CPU, CUDA allocator peak on GPU
     peak_rss_bytes: int
     normalization: dict           # {"mean": [3], "std": [3]} in [0, 1] units
