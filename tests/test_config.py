@@ -122,3 +122,44 @@ def test_a_saved_config_reproduces_its_run_exactly(cifar10_dir, tmp_path, capsys
         assert (r1["train_loss"], r1["train_top1"], r1["step"]) == (r2["train_loss"], r2["train_top1"], r2["step"])
     assert first.results["test"]["top1"] == second.results["test"]["top1"]
     assert first.results["test"]["loss"] == second.results["test"]["loss"]
+
+
+def test_a_named_recipe_changes_its_keys_and_is_saved_and_overridable():
+    cfg = resolve_config(None, {"recipe": "airbench94_muon"})
+    assert cfg.recipe == "airbench94_muon" and cfg.dataset == "cifar10"  # the recipe's dataset by default
+    assert cfg.epochs == 8.0 != RECIPES["cifar10"]["epochs"]
+    assert cfg.lr == RECIPES["cifar10"]["lr"] and cfg.model == "airbench94"  # everything else: the base recipe's
+    assert resolve_config(None, {"recipe": "airbench94_muon", "epochs": 5}).epochs == 5  # flags still win
+    # a saved config names its recipe and re-resolves to itself (file level picks the recipe)
+    assert resolve_config(cfg.to_dict()) == cfg
+    assert resolve_config().recipe is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"recipe": "airbench94-muon"}, "Did you mean airbench94_muon"),
+    ({"recipe": "airbench94_muon", "dataset": "cifar100"}, "changes the cifar10 recipe"),
+    ({"recipe": "airbench94_muon", "model": "resnet18"}, "recipe of the airbench nets"),
+])
+def test_a_named_recipe_that_cannot_apply_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(None, overrides)
+
+
+def test_every_named_recipe_resolves_and_is_listed(capsys):
+    from cifarlab.recipes import NAMED_RECIPES
+    for name, entry in NAMED_RECIPES.items():
+        cfg = resolve_config(None, {"recipe": name})
+        assert all(getattr(cfg, k) == v for k, v in entry["values"].items()), name
+        assert entry["reason"] and entry["measured"]
+    assert cli_main(["config", "recipes"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in NAMED_RECIPES) and "epochs=8.0" in out
+
+
+def test_the_recipe_flag_reaches_the_config(cifar10_dir, tmp_path):
+    assert cli_main(["train", "--recipe", "airbench94_muon", "--data-dir", str(cifar10_dir), "--epochs", "1",
+                     "--set", "model_kwargs={widths: [8, 16, 16]}", "--batch-size", "100", "--tta", "0",
+                     "--set", "download=false", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 0
+    run = Run.load(tmp_path / "r")
+    assert run.config.recipe == "airbench94_muon" and run.config.epochs == 1.0
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["recipe"] == "airbench94_muon"

@@ -118,6 +118,7 @@ class TrainConfig:
     feature_cache: bool = True          # linear-probe: train the head on cached backbone features
     cache_dir: str | None = None        # feature cache folder (default: <data cache>/features)
     # --- optimisation
+    recipe: str | None = None           # a named recipe (cifarlab config recipes), e.g. airbench94_muon; None = the dataset's own
     epochs: float = 8.0                 # passes over the training split (fractions allowed)
     batch_size: int = 2000              # images per optimizer step (all processes together)
     optimizer: str = "muon"             # muon | sgd | adamw

@@ -57,7 +57,8 @@ def _run(args) -> int:
         return _models(args)
     if args.command == "config":
         from ..config_help import keys_table
-        print(keys_table())
+        from ..recipes import recipes_text
+        print(recipes_text() if args.what == "recipes" else keys_table())
         return 0
     from .. import workflow
     if args.command in ("train", "lr-find"):

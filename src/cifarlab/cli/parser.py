@@ -15,8 +15,8 @@ DESCRIPTION = ("Image classification on CIFAR-10, CIFAR-100 and image folders: t
                "compare, ensemble, report, predict and export. 'cifarlab COMMAND --help' describes each command.")
 
 # flag -> config key, the settings used most (timm's train.py names where it has one); the rest: --set
-FLAGS = {"dataset": str, "data_dir": str, "model": str, "epochs": float, "batch_size": int, "lr": float,
-         "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
+FLAGS = {"dataset": str, "data_dir": str, "recipe": str, "model": str, "epochs": float, "batch_size": int,
+         "lr": float, "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
          "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
          "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
          "cutmix": float, "trainable_stages": int, "random_resized_crop": float, "auto_augment": str}
@@ -88,8 +88,9 @@ def _train_parsers(sub) -> None:
     f.add_argument("--end-lr", type=float, default=10.0)
     f.add_argument("--steps", type=int, default=100)
     f.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
-    c = sub.add_parser("config", help="the config keys: 'cifarlab config keys'")
-    c.add_argument("what", choices=["keys"], help="keys: every key with its type, default and meaning")
+    c = sub.add_parser("config", help="the config keys and named recipes: 'cifarlab config keys|recipes'")
+    c.add_argument("what", choices=["keys", "recipes"], help="keys: every key with its type, default and meaning; "
+                   "recipes: the named recipes (--recipe), each with its changes, reason and measured result")
     _verbosity(c, top=False)
 
 
