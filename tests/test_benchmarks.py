@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_config
+
+import cifarlab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +28,32 @@ def test_recipe_benchmark_runs_and_records_a_curve(cifar10_dir, tmp_path):
     for r in summary["runs"]:   # each run's figure is its run directory's result
         assert r["test_top1"] == json.loads((Path(r["run_dir"]) / "results.json").read_text())["test"]["top1"]
     assert [c["epoch"] for c in summary["runs"][0]["curve"]] == [1, 2] and "| seed |" in p.stdout
+
+
+def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
+    """Two candidates, one progressively resized (16 then 32 px): the search table gives each one's
+    validation curve, its compute in 32-px epochs from the side costs, the ratio to the reference,
+    and test top-1 only for the reference and the chosen; tta_levels scores every level."""
+    import cifarlab
+    from helpers import tiny_config
+    runs = tmp_path / "search"
+    cifarlab.train(tiny_config(cifar10_dir, val_size=50, epochs=2, tta=1), run_dir=runs / "ref-s0")
+    cifarlab.train(tiny_config(cifar10_dir, val_size=50, epochs=3, tta=1, img_sizes=[[0, 16], [2, 32]]),
+                   run_dir=runs / "prog-s0")
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recipe_search.py"), str(runs), "--reference", "ref",
+                        "--side-costs", "16=0.25", "32=1", "--chosen", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    found = json.loads((tmp_path / "out" / "search.json").read_text())
+    rows = {r["candidate"]: r for r in found["candidates"]}
+    assert rows["ref"]["compute"] == 2.0 and rows["prog"]["compute"] == 1.5 and rows["prog"]["compute_ratio"] == 0.75
+    prog = [r for r in found["runs"] if r["candidate"] == "prog"][0]
+    assert prog["sides"] == [16, 16, 32] and len(prog["curve"]) == 3 and prog["seed"] == 0
+    assert prog["val_top1_tta"] is not None and prog["curve"][-1][0] < prog["cost_s"]
+    assert "not read" in p.stdout and "**ref** (reference)" in p.stdout   # test top-1: the reference's only
+    assert (tmp_path / "out" / "time_to_accuracy.png").stat().st_size > 10_000
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tta_levels.py"), str(runs / "prog-s0")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [line for line in p.stdout.splitlines() if line.startswith("| prog-s0")]
+    assert len(lines) == 6 and "| val | 2 | 6 |" in lines[2]   # 2 splits x 3 levels

@@ -1,0 +1,202 @@
+"""Recipe search: time-to-accuracy curves of finished runs of candidate recipes, side by side with a
+reference run made on the same machine in the same session (issue 14).
+
+    cifarlab compare suites/cifar10-recipe-search.yaml --data-dir DATA --out search/
+    python benchmarks/recipe_search.py search/ --reference airbench94_muon --out benchmarks/results/recipe-search
+
+Candidates are chosen on the validation split (train with ``--val-size 5000``); the test set is
+scored by every run but read here only for the reference and the chosen candidates.
+
+For each run (a run directory; seeds of one candidate are the runs whose names differ only by a
+trailing ``-s<seed>`` / ``-seed<seed>``):
+
+* the curve: validation top-1 without TTA after each epoch, at ``prep + training seconds so far``;
+* the end: validation top-1 with the run's TTA (from its cached predictions) and test top-1 with TTA;
+* ``compute`` (with ``--side-costs``): the training work in full-side epochs, each epoch weighted by
+  its side's measured step time; the machine's speed drifts between runs (up to 1.5x here), this
+  does not;
+* ``cost``: prep + training + test scoring seconds, what the recipe costs without a validation split
+  (per-epoch validation and the validation TTA pass are selection costs, left out of the ratio, and
+  the same for every candidate up to its number of epochs). ``wall`` is also given as measured.
+
+Writes ``search.json``, ``time_to_accuracy.png`` (one panel per dataset) and prints the Markdown
+table for BENCHMARKS.md. Ratios are each candidate's mean cost over the reference's mean cost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cifarlab.render.mpl import pyplot
+from cifarlab.workflow.predictions import load_cached_predictions
+
+SEED_SUFFIX = re.compile(r"-(?:s|seed)(\d+)$")
+
+
+def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
+    """The side each epoch trained at, from the run's ``img_sizes`` / ``img_size`` config."""
+    sizes = sorted((int(e), int(sz)) for e, sz in cfg.get("img_sizes") or []) or [(0, cfg.get("img_size") or data_side)]
+    return [([sz for e0, sz in sizes if e0 <= e] or [sizes[0][1]])[-1] for e in range(epochs)]
+
+
+def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
+    """One finished run: its name, candidate, seed, per-epoch curve, costs and end accuracies.
+    ``side_costs``: a training step's time at each side relative to the full side (measured on the
+    machine); gives ``compute``, the run's training work in full-side epochs."""
+    r = json.loads((path / "results.json").read_text())
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    epochs = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    t, curve = r["prep_seconds"], []
+    for e in epochs:
+        t += e["seconds"]
+        if "val_top1" in e:
+            curve.append((t, e["val_top1"]))
+    preds = load_cached_predictions(path)
+    val_tta = None
+    if preds is not None and preds.val_logits is not None:
+        val_tta = 100.0 * float(np.mean(preds.val_logits.argmax(1) == preds.val_labels))
+    sides = epoch_sides(cfg, len(epochs), r["data_side"])
+    units = [side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
+    compute = sum(units) if units else None
+    compute_curve = [(sum(units[:i + 1]), e["val_top1"]) for i, e in enumerate(epochs) if "val_top1" in e] if units else []
+    m = SEED_SUFFIX.search(path.name)
+    return {"run": path.name, "candidate": path.name[:m.start()] if m else path.name,
+            "seed": int(m.group(1)) if m else None, "dataset": r["dataset"], "epochs": len(epochs),
+            "tta": r["tta"], "train_images": r["train_images"], "curve": curve, "sides": sides, "compute": compute,
+            "compute_curve": compute_curve,
+            "val_top1_no_tta": curve[-1][1] if curve else None, "val_top1_tta": val_tta,
+            "test_top1_tta": r["test"]["top1"], "superclass_top1": r["test"].get("superclass_top1"),
+            "cost_s": r["prep_seconds"] + r["train_seconds"] + r["test_eval_seconds"],
+            "wall_s": r["wall_seconds"], "train_s": r["train_seconds"], "test_eval_s": r["test_eval_seconds"],
+            "peak_rss_gib": r["peak_rss_bytes"] / 2**30}
+
+
+def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> list[dict]:
+    """Every finished run directory under ``paths`` (a run, or a folder of runs)."""
+    out = []
+    for p in map(Path, paths):
+        found = [p] if (p / "results.json").is_file() else sorted(q.parent for q in p.glob("*/results.json"))
+        out += [read_run(q, side_costs) for q in found]
+    if not out:
+        raise SystemExit(f"no finished run (results.json) under {', '.join(paths)}")
+    return out
+
+
+def summarize(runs: list[dict], reference: str) -> list[dict]:
+    """One row per (dataset, candidate): means over its seeds and the cost ratio to ``reference``."""
+    rows = []
+    for key in sorted({(r["dataset"], r["candidate"]) for r in runs}):
+        mine = [r for r in runs if (r["dataset"], r["candidate"]) == key]
+        mean = lambda k: statistics.fmean(r[k] for r in mine) if all(r[k] is not None for r in mine) else None
+        rows.append({"dataset": key[0], "candidate": key[1], "seeds": sorted(r["seed"] for r in mine if r["seed"] is not None),
+                     "epochs": mine[0]["epochs"], "tta": mine[0]["tta"],
+                     **{k: mean(k) for k in ("val_top1_no_tta", "val_top1_tta", "test_top1_tta", "superclass_top1",
+                                             "cost_s", "wall_s", "peak_rss_gib", "compute")}})
+    for row in rows:
+        ref = [r for r in rows if r["dataset"] == row["dataset"] and r["candidate"] == reference]
+        row["cost_ratio"] = row["cost_s"] / ref[0]["cost_s"] if ref else None
+        row["compute_ratio"] = row["compute"] / ref[0]["compute"] if ref and row["compute"] is not None else None
+    return rows
+
+
+def table(rows: list[dict], reference: str, chosen: list[str] | None = None) -> str:
+    """The Markdown table: candidate, seeds, epochs, val top-1 (no TTA / TTA), test top-1, cost, ratio.
+    Test top-1 is shown for the reference and the ``chosen`` candidates only (all when None)."""
+    fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)
+    shown = lambda r: chosen is None or r["candidate"] in [reference, *chosen]
+    out = ["| dataset | candidate | seeds | epochs | val top-1, no TTA (%) | val top-1, TTA (%) | test top-1, TTA (%) "
+           "| cost (s) | wall (s) | cost / reference | compute (full-side epochs) | compute / reference | peak RSS (GiB) |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        name = f"**{r['candidate']}** (reference)" if r["candidate"] == reference else r["candidate"]
+        out.append(f"| {r['dataset']} | {name} | {','.join(map(str, r['seeds']))} | {r['epochs']} | "
+                   f"{fmt(r['val_top1_no_tta'])} | {fmt(r['val_top1_tta'])} | {fmt(r['test_top1_tta']) if shown(r) else 'not read'} | "
+                   f"{fmt(r['cost_s'], '{:.0f}')} | {fmt(r['wall_s'], '{:.0f}')} | {fmt(r['cost_ratio'], '{:.2f}')} | "
+                   f"{fmt(r['compute'])} | {fmt(r['compute_ratio'], '{:.2f}')} | "
+                   f"{fmt(r['peak_rss_gib'], '{:.2f}')} |")
+    return "\n".join(out)
+
+
+# the two x axes of the plot: (curve key, end-point key, axis label)
+AXES = {"wall": ("curve", "cost_s", "seconds: prep + training so far (star: + test scoring, TTA, at the end)"),
+        "compute": ("compute_curve", "compute", "training compute so far, in full-side (32 px) epochs")}
+
+
+def plot(runs: list[dict], rows: list[dict], reference: str, out: Path, target: float | None) -> None:
+    """Validation top-1 (no TTA) after each epoch against cost seconds (left) and, when the side
+    costs are known, against training compute (right), one line per run; a star at the end for
+    validation top-1 with TTA; the reference dashed, with 0.8x its cost marked."""
+    plt = pyplot()
+    datasets = sorted({r["dataset"] for r in runs})
+    kinds = ["wall"] + (["compute"] if all(r["compute"] is not None for r in runs) else [])
+    fig, axes = plt.subplots(len(datasets), len(kinds), figsize=(7 * len(kinds), 5 * len(datasets)), dpi=110,
+                             squeeze=False)
+    candidates = sorted({r["candidate"] for r in runs}, key=lambda c: (c != reference, c))
+    colours = dict(zip(candidates, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    first_seed = {c: min((q["seed"] or 0) for q in runs if q["candidate"] == c) for c in candidates}
+    for row_axes, dataset in zip(axes, datasets):
+        for ax, kind in zip(row_axes, kinds):
+            curve_key, end_key, xlabel = AXES[kind]
+            tops = []
+            for r in (r for r in runs if r["dataset"] == dataset):
+                xs, ys = zip(*r[curve_key]) if r[curve_key] else ((), ())
+                label = r["candidate"] if (r["seed"] or 0) == first_seed[r["candidate"]] else None
+                ax.plot(xs, ys, "--" if r["candidate"] == reference else "-", marker="o", ms=3,
+                        color=colours[r["candidate"]], label=label)
+                if r["val_top1_tta"] is not None:
+                    ax.scatter([r[end_key]], [r["val_top1_tta"]], marker="*", s=110, color=colours[r["candidate"]],
+                               zorder=3)
+                    tops.append(r["val_top1_tta"])
+                tops += list(ys[-2:])
+            ref_row = [row for row in rows if row["dataset"] == dataset and row["candidate"] == reference]
+            if ref_row and ref_row[0][end_key]:
+                ax.axvline(0.8 * ref_row[0][end_key], color="grey", lw=0.8, ls=":")
+                ax.annotate("0.8 x reference", (0.8 * ref_row[0][end_key], 0.98), xycoords=("data", "axes fraction"),
+                            fontsize=7, rotation=90, ha="right", va="top", color="grey")
+            if target is not None and dataset == "cifar10":
+                ax.axhline(target, color="grey", lw=0.8, ls=":")
+            if tops:  # the end of training is what matters: the first epochs are far below
+                ax.set_ylim(min(tops) - 6, max(tops) + 1)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation top-1 (%): per epoch no TTA; star TTA")
+            ax.set_title(f"{dataset}: against {'wall seconds' if kind == 'wall' else 'compute'}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run directories, or folders of them (a compare/suite output)")
+    ap.add_argument("--reference", default="airbench94_muon", help="the candidate name of the reference runs")
+    ap.add_argument("--target", type=float, default=94.0, help="CIFAR-10 accuracy line drawn on the plot (%%)")
+    ap.add_argument("--out", default="recipe-search", help="folder for search.json and time_to_accuracy.png")
+    ap.add_argument("--chosen", nargs="*", default=None, metavar="CANDIDATE",
+                    help="the candidates chosen on validation: the table shows test top-1 for these and the "
+                         "reference only (default: for all)")
+    ap.add_argument("--side-costs", nargs="+", default=[], metavar="SIDE=RATIO",
+                    help="a training step's time at SIDE px relative to the full side, measured on this machine "
+                         "(e.g. 16=0.29 24=0.57 32=1): adds each run's compute in full-side epochs, which does not "
+                         "move with the machine's speed from run to run as wall seconds do")
+    args = ap.parse_args()
+    side_costs = {int(k): float(v) for k, v in (a.split("=") for a in args.side_costs)}
+    runs = read_runs(args.runs, side_costs or None)
+    rows = summarize(runs, args.reference)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search.json").write_text(json.dumps({"reference": args.reference, "candidates": rows, "runs": runs}, indent=1))
+    plot(runs, rows, args.reference, out / "time_to_accuracy.png", args.target)
+    print(table(rows, args.reference, args.chosen))
+    print(f"\n{out / 'search.json'}, {out / 'time_to_accuracy.png'}")
+
+
+if __name__ == "__main__":
+    main()

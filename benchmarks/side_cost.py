@@ -1,0 +1,68 @@
+"""Time of one training step of a recipe's network at several input sides, relative to the full
+side: the weights ``benchmarks/recipe_search.py --side-costs`` uses to count a progressive-resizing
+run's compute in full-side epochs.
+
+    python benchmarks/side_cost.py --dataset cifar10 --sides 32 24 20 16 --precision fp32
+
+Each side: forward + backward + optimizer step of the recipe's network and optimizers on random
+data at the recipe's batch size, channels_last, malloc tuned as in training; the best of
+``--steps`` steps after one warm-up step. The full side is measured first and last, and the ratio
+uses their mean, so a drift of the machine's speed during the measurement shows.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+import cifarlab
+from cifarlab.models import create_model
+from cifarlab.runtime import autocast, tune_malloc
+from cifarlab.training.optim import build_optimizers
+
+
+def step_seconds(model, opts, side: int, batch: int, classes: int, precision: str, steps: int) -> float:
+    """Best of ``steps`` timed training steps at ``side`` px (one untimed warm-up first), in seconds."""
+    x = torch.randn(batch, 3, side, side).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,))
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with autocast(torch.device("cpu"), precision):
+            loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.2, reduction="sum")
+        loss.backward()
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--sides", type=int, nargs="+", default=[32, 24, 20, 16])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--steps", type=int, default=2)
+    args = ap.parse_args()
+    tune_malloc()
+    torch.manual_seed(0)
+    cfg = cifarlab.recipe_config(args.dataset)
+    classes = 100 if args.dataset == "cifar100" else 10
+    model = create_model(cfg.model, classes, **cfg.model_kwargs).to(memory_format=torch.channels_last)
+    opts = build_optimizers(model, cfg)
+    full = max(args.sides)
+    order = [full] + [s for s in args.sides if s != full] + [full]
+    seconds = [(s, step_seconds(model, opts, s, cfg.batch_size, classes, args.precision, args.steps)) for s in order]
+    ref = (seconds[0][1] + seconds[-1][1]) / 2
+    print(f"| side (px) | step (s), batch {cfg.batch_size}, {args.precision} | relative to {full} px |\n|---:|---:|---:|")
+    for s, t in seconds:
+        print(f"| {s} | {t:.2f} | {t / ref:.2f} |")
+    print("\n--side-costs " + " ".join(f"{s}={t / ref:.2f}" for s, t in seconds[1:-1]) + f" {full}=1")
+
+
+if __name__ == "__main__":
+    main()
