@@ -197,19 +197,19 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached:
     eval_model = s.fresh_model()
     eval_model.load_state_dict(result.eval_state)
     t_eval = time.perf_counter()
-    example = next(iter(s.pipes["test"].ordered()))[0]
     if cached and "test" in cached:
         logits, labels = cached["test"]
         eval_seconds = time.perf_counter() - t_eval
         # no network pass was timed: a separate probe (best of 3 forward passes of one batch)
-        inference = inference_throughput(eval_model, example, s.ctx)
+        inference = inference_throughput(eval_model, next(iter(s.pipes["test"].ordered()))[0], s.ctx)
     else:
         logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta,
                                         progress="scoring test" if cfg.progress else None)
         eval_seconds = time.perf_counter() - t_eval
         # the scoring pass is the throughput measurement: every TTA view is one forward pass of the
         # batch, so a separate probe (~9 s of fp32 CPU time per run at batch 2000) would only repeat it
-        inference = len(labels) * len(tta_views(example[:1], cfg.tta)) / max(eval_seconds, 1e-9)
+        views = len(tta_views(torch.zeros(1, 3, 2, 2), cfg.tta))
+        inference = len(labels) * views / max(eval_seconds, 1e-9)
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
         rd.set_status("diverged", reason=f"test loss {test['loss']}")
