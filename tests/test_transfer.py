@@ -181,6 +181,26 @@ def test_batches_resize_on_device_and_progressive_schedule(cifar10_dir):
     assert next(b.ordered())[0].shape[-1] == 64  # evaluation at the final size
 
 
+def test_downsize_crop_keeps_pixels_and_replays_its_draws(cifar10_dir):
+    from cifarlab.data import DeviceLoader, load_dataset
+    ds = load_dataset("cifar10", cifar10_dir, download=False)
+    loader = DeviceLoader(ds.train, [0.5] * 3, [0.25] * 3, 50, train=True, translate=0, flip="none")
+    full = next(loader.epoch(0))[0]
+    b = Batches(loader, [(0, 24), (1, 32)], "bilinear", channels_last=False, downsize="crop", seed=3)
+    x = next(b.epoch(0))[0]
+    assert x.shape == (50, 3, 24, 24)
+    # every image is a 24x24 window of its own 32x32 image, pixel for pixel (no resampling)
+    windows = full.unfold(2, 24, 1).unfold(3, 24, 1)  # (B, C, 9, 9, 24, 24)
+    hits = (windows == x[:, :, None, None]).flatten(4).all(-1).all(1)  # (B, 9, 9)
+    assert hits.flatten(1).any(1).all()
+    offsets = {tuple(h.nonzero()[0].tolist()) for h in hits}
+    assert len(offsets) > 5  # positions are drawn per image
+    assert torch.equal(next(b.epoch(0))[0], x)  # seeded by (seed, epoch, batch): a resumed epoch replays
+    assert next(b.epoch(1))[0].shape[-1] == 32  # full size from epoch 1
+    centre = Batches(loader, [(0, 24)], "bilinear", channels_last=False, downsize="crop")
+    assert torch.equal(next(centre.ordered())[0], next(loader.ordered())[0][..., 4:28, 4:28])
+
+
 def test_bicubic_interpolation_is_used_when_asked(cifar10_dir):
     from cifarlab.data import DeviceLoader, load_dataset
     ds = load_dataset("cifar10", cifar10_dir, download=False)

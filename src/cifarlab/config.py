@@ -115,6 +115,7 @@ class TrainConfig:
     img_size: int | None = None         # upsample batches on the device to this side (None: data's size)
     img_sizes: list | None = None       # progressive resizing: [[epoch, size], ...], e.g. [[0, 64], [3, 96]]
     interpolation: str = "bilinear"     # nearest | bilinear | bicubic | area
+    downsize: str = "resize"            # a side below the data's: resize the image, or crop (a random crop, centred at test)
     feature_cache: bool = True          # linear-probe: train the head on cached backbone features
     cache_dir: str | None = None        # feature cache folder (default: <data cache>/features)
     # --- optimisation
@@ -234,6 +235,7 @@ class TrainConfig:
         need(self.img_size is None or self.img_size >= 8, f"img_size must be >= 8 pixels (got {self.img_size}).")
         need(self.interpolation in ("nearest", "bilinear", "bicubic", "area"),
              f"interpolation must be nearest, bilinear, bicubic or area (got {self.interpolation!r}).")
+        need(self.downsize in ("resize", "crop"), f"downsize must be resize or crop (got {self.downsize!r}).")
         if self.img_sizes is not None:
             ok = (isinstance(self.img_sizes, list) and self.img_sizes and all(
                 isinstance(p, (list, tuple)) and len(p) == 2 and p[1] >= 8 for p in self.img_sizes))

@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .augment import resized_crop_batch
+from .augment import crop_batch, resized_crop_batch
 from .autoaugment import trivial_augment_batch
 from .loader import epoch_generator
 
@@ -39,11 +39,18 @@ class Batches:
     ``random_resized_crop`` > 0 makes each image a random box of at least that area fraction resized
     to S (:func:`~cifarlab.data.augment.resized_crop_batch`, one bilinear sampling instead of the
     plain resize). Their draws are seeded by (seed, epoch, batch), so a resumed epoch replays.
+
+    ``downsize="crop"`` gives a side S below the data's by cropping instead of resizing: training
+    batches take each image's S x S window at a random position, evaluation the centred one. The
+    objects keep the pixel size they have at test time, unlike a resized image, whose objects shrink
+    by S/32 (Touvron et al. 2019, "Fixing the train-test resolution discrepancy": a mismatch of
+    apparent object size between training and test costs accuracy). Sides above the data's resize.
     """
 
     def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool,
-                 random_resized_crop: float = 0.0, seed: int = 0, auto_augment: str = "none"):
+                 random_resized_crop: float = 0.0, seed: int = 0, auto_augment: str = "none", downsize: str = "resize"):
         self.loader, self.sizes, self.mode, self.channels_last = loader, sizes, interpolation, channels_last
+        self.downsize = downsize
         self.rrc, self.seed, self.auto_augment = random_resized_crop, seed, auto_augment
 
     def __len__(self) -> int:
@@ -62,8 +69,15 @@ class Batches:
         data_side = int(self.loader.size[-1])
         return min([self.side() or data_side] + [sz for _, sz in (self.sizes or [])])
 
-    def _tf(self, x: torch.Tensor, side: int | None) -> torch.Tensor:
-        if side is not None and side != x.shape[-1]:
+    def _tf(self, x: torch.Tensor, side: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if side is not None and side < x.shape[-1] and self.downsize == "crop":
+            h, w = x.shape[-2:]
+            if generator is None:  # evaluation: the centred window
+                x = x[..., (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+            else:
+                dy, dx = (torch.randint(0, n - side + 1, (len(x),), generator=generator).to(x.device) for n in (h, w))
+                x = crop_batch(x, dy, dx, (side, side))
+        elif side is not None and side != x.shape[-1]:
             kw = {"align_corners": False, "antialias": side < x.shape[-1]} if self.mode in ("bilinear", "bicubic") else {}
             x = F.interpolate(x, size=(side, side), mode=self.mode, **kw)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -71,14 +85,16 @@ class Batches:
     def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         side = self.side(epoch)
         for i, (x, y) in enumerate(self.loader.epoch(epoch, start=start, stop=stop), start):
-            if self.auto_augment != "none" or self.rrc:
+            crop = self.downsize == "crop" and side is not None and side < x.shape[-1]
+            g = None
+            if self.auto_augment != "none" or self.rrc or crop:
                 g = epoch_generator(self.seed * 7919 + i + 1, epoch)
             if self.auto_augment == "trivialaugment":
                 mean, std = self.loader.mean.view(1, -1, 1, 1), self.loader.std.view(1, -1, 1, 1)
                 x = (trivial_augment_batch((x * std + mean).clamp(0, 1), g) - mean) / std
             if self.rrc:
                 x = resized_crop_batch(x, side or x.shape[-1], self.rrc, g)
-            yield self._tf(x, side), y
+            yield self._tf(x, side, g), y
 
     def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         side = self.side()

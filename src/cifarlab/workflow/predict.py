@@ -54,7 +54,8 @@ def score_arrays(cfg, model, results: dict, images: np.ndarray, tta: int | None 
     arrays = ImageArrays(images, np.zeros(len(images), dtype=np.int64), results["classes"])
     norm = results["normalization"]
     loader = DeviceLoader(arrays, norm["mean"], norm["std"], batch_size=batch_size, device=device)
-    batches = Batches(loader, model_sizes(cfg, model), cfg.interpolation, cfg.channels_last).ordered()
+    batches = Batches(loader, model_sizes(cfg, model), cfg.interpolation, cfg.channels_last,
+                      downsize=cfg.downsize).ordered()
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="predicting", unit="batch", file=sys.stderr, leave=False)

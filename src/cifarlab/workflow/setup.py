@@ -77,7 +77,7 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
     loaders = source.loaders(cfg, device, mean, std, rank, world)
     sizes = size_schedule(cfg.img_size, cfg.img_sizes, dc["input_size"][-1])
     train_only = lambda k, value, off: value if k == "train" else off
-    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last, seed=cfg.seed,
+    pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last, seed=cfg.seed, downsize=cfg.downsize,
                          random_resized_crop=train_only(k, cfg.random_resized_crop, 0.0),
                          auto_augment=train_only(k, cfg.auto_augment, "none"))
                  if v is not None else None) for k, v in loaders.items()}
