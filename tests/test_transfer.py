@@ -236,6 +236,10 @@ def test_feature_cache_hit_miss_and_invalidation(cifar10_dir, tmp_path):
     assert not first.results["feature_cache"]["hit"] and second.results["feature_cache"]["hit"]
     assert first.results["test"]["top1"] == second.results["test"]["top1"]
     assert first.results["feature_cache"]["key"] == second.results["feature_cache"]["key"]
+    # the comparison charges each run its extraction (outside train_seconds) in time_seconds
+    row = cifarlab.compare_runs([first])[0]
+    extract = first.results["feature_cache"]["extract_seconds"]
+    assert row["cache_seconds"] == extract > 0 and row["time_seconds"] == pytest.approx(row["train_seconds"] + extract)
     # new weights content, or a new input size: a different key, so a miss
     changed = {k: v.contiguous() for k, v in src.state_dict().items()}
     changed["layer4.1.conv2.weight"] = changed["layer4.1.conv2.weight"] * 1.01  # any content change

@@ -23,6 +23,7 @@ COLUMNS = [
     ("size_mb", "size (MB)", "{:.1f}"),
     ("peak_memory_gib", "peak mem (GiB)", "{:.2f}"),
     ("train_seconds", "train (s)", "{:.0f}"),
+    ("cache_seconds", "feature cache (s)", "{:.0f}"),
     ("inference_images_per_s", "infer (img/s)", "{:.0f}"),
     ("epochs_run", "epochs", "{:g}"),
     ("best_epoch", "best epoch", "{}"),

@@ -16,7 +16,9 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
     Keys: run, path, model, strategy, dataset, top1/top5 (%), loss (nats), superclass_top1 (%),
     ece (%, before temperature scaling), temperature, ece_scaled (%) and nll_scaled (nats) after
     it (None when the run has no calibration), params_total/params_trainable (counts), size_mb (MB, 10^6 bytes), peak_memory_gib,
-    train_seconds, inference_images_per_s, epochs_run, best_epoch.
+    train_seconds, cache_seconds (building or reading the feature cache of a linear probe or partial
+    fine-tune, outside train_seconds; None without one), time_seconds (the two together: what the
+    run's training cost), inference_images_per_s, epochs_run, best_epoch.
 
     Raises:
         RunDirError: the run is incomplete (names the missing files).
@@ -31,6 +33,7 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
         ece = expected_calibration_error(p.test_probs, p.test_labels)
     params = r.get("parameters", {})
     cal = r.get("calibration") or {}
+    cache_s = (r.get("feature_cache") or {}).get("extract_seconds")
     return {
         "run": rd.path.name, "path": str(rd.path), "model": r["model"], "strategy": r.get("strategy", "scratch"),
         "dataset": r["dataset"], "top1": test["top1"], "top5": test["top5"], "loss": test["loss"],
@@ -38,7 +41,9 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
         "params_total": params.get("total"), "params_trainable": params.get("trainable"),
         "size_mb": r["model_size_bytes"] / 1e6 if "model_size_bytes" in r else None,
         "peak_memory_gib": r["peak_memory_bytes"] / 2**30 if "peak_memory_bytes" in r else None,
-        "train_seconds": r.get("train_seconds"), "inference_images_per_s": r.get("inference_images_per_s"),
+        "train_seconds": r.get("train_seconds"), "cache_seconds": cache_s,
+        "time_seconds": None if r.get("train_seconds") is None else r["train_seconds"] + (cache_s or 0.0),
+        "inference_images_per_s": r.get("inference_images_per_s"),
         "epochs_run": r.get("epochs_run"), "best_epoch": r.get("best_epoch"),
         "temperature": cal.get("temperature"), "ece_scaled": cal.get("test_ece_after"),
         "nll_scaled": cal.get("test_nll_after"),

@@ -126,7 +126,8 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
                  "validation split, and the test ECE and NLL after it. Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]
     curves = {Path(r).name: RunDir(r).read_metrics() for r in runs}
     sections.append(("Training curves", H.img(plot_curves(assets / "curves.png", curves), "training curves")))
-    trade = (H.img(plot_tradeoff(assets / "acc_vs_time.png", rows, "train_seconds", "training time (s)"),
+    trade = (H.img(plot_tradeoff(assets / "acc_vs_time.png", rows, "time_seconds",
+                                 "training time, feature cache included (s)"),
                    "accuracy vs training time")
              + H.img(plot_tradeoff(assets / "acc_vs_params.png", rows, "params_total", "parameters (count)", log_x=True),
                      "accuracy vs parameters"))
