@@ -29,7 +29,8 @@ def test_training_caches_predictions_matching_results(runs):
     assert p is not None and p.val_logits is not None and p.val_logits.shape == (50, 10)
     r = json.loads((runs["ab-s0"] / "results.json").read_text())
     assert 100 * (p.test_logits.argmax(1) == p.test_labels).mean() == pytest.approx(r["test"]["top1"], abs=1e-4)
-    assert r["test"]["ece"] == pytest.approx(_ece_by_definition(p.test_probs, p.test_labels), abs=1e-6)
+    # float32 probabilities summed in another order (thread count): agreement to 1e-4 points of ECE
+    assert r["test"]["ece"] == pytest.approx(_ece_by_definition(p.test_probs, p.test_labels), abs=1e-4)
     assert r["data_side"] == 32
 
 
