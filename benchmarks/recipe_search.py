@@ -35,6 +35,7 @@ import yaml
 
 from cifarlab.render.mpl import pyplot
 from cifarlab.workflow.predictions import load_cached_predictions
+from time_to_accuracy import finished_run_dirs  # benchmarks/, beside this script
 
 SEED_SUFFIX = re.compile(r"-(?:s|seed)(\d+)$")
 
@@ -43,6 +44,19 @@ def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
     """The side each epoch trained at, from the run's ``img_sizes`` / ``img_size`` config."""
     sizes = sorted((int(e), int(sz)) for e, sz in cfg.get("img_sizes") or []) or [(0, cfg.get("img_size") or data_side)]
     return [([sz for e0, sz in sizes if e0 <= e] or [sizes[0][1]])[-1] for e in range(epochs)]
+
+
+def schedule_text(sides: list[int], data_side: int, downsize: str | None) -> str:
+    """Epochs per side in training order, e.g. ``4x24 + 4x32`` (``crop`` added when the smaller
+    sides were crops rather than resized images)."""
+    parts = [[1, sides[0]]] if sides else []
+    for sd in sides[1:]:
+        if sd == parts[-1][1]:
+            parts[-1][0] += 1
+        else:
+            parts.append([1, sd])
+    text = " + ".join(f"{n}x{sd}" for n, sd in parts)
+    return text + (" crop" if downsize == "crop" and any(sd < data_side for sd in sides) else "")
 
 
 def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
@@ -69,6 +83,7 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
     return {"run": path.name, "candidate": path.name[:m.start()] if m else path.name,
             "seed": int(m.group(1)) if m else None, "dataset": r["dataset"], "epochs": len(epochs),
             "tta": r["tta"], "train_images": r["train_images"], "curve": curve, "sides": sides, "compute": compute,
+            "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize")), "batch_size": cfg["batch_size"],
             "compute_curve": compute_curve,
             "val_top1_no_tta": curve[-1][1] if curve else None, "val_top1_tta": val_tta,
             "test_top1_tta": r["test"]["top1"], "superclass_top1": r["test"].get("superclass_top1"),
@@ -79,13 +94,7 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
 
 def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> list[dict]:
     """Every finished run directory under ``paths`` (a run, or a folder of runs)."""
-    out = []
-    for p in map(Path, paths):
-        found = [p] if (p / "results.json").is_file() else sorted(q.parent for q in p.glob("*/results.json"))
-        out += [read_run(q, side_costs) for q in found]
-    if not out:
-        raise SystemExit(f"no finished run (results.json) under {', '.join(paths)}")
-    return out
+    return [read_run(q, side_costs) for q in finished_run_dirs(paths)]
 
 
 def summarize(runs: list[dict], reference: str) -> list[dict]:
@@ -95,7 +104,8 @@ def summarize(runs: list[dict], reference: str) -> list[dict]:
         mine = [r for r in runs if (r["dataset"], r["candidate"]) == key]
         mean = lambda k: statistics.fmean(r[k] for r in mine) if all(r[k] is not None for r in mine) else None
         rows.append({"dataset": key[0], "candidate": key[1], "seeds": sorted(r["seed"] for r in mine if r["seed"] is not None),
-                     "epochs": mine[0]["epochs"], "tta": mine[0]["tta"],
+                     "epochs": mine[0]["epochs"], "tta": mine[0]["tta"], "schedule": mine[0]["schedule"],
+                     "batch_size": mine[0]["batch_size"],
                      **{k: mean(k) for k in ("val_top1_no_tta", "val_top1_tta", "test_top1_tta", "superclass_top1",
                                              "cost_s", "wall_s", "peak_rss_gib", "compute")}})
     for row in rows:
@@ -106,16 +116,17 @@ def summarize(runs: list[dict], reference: str) -> list[dict]:
 
 
 def table(rows: list[dict], reference: str, chosen: list[str] | None = None) -> str:
-    """The Markdown table: candidate, seeds, epochs, val top-1 (no TTA / TTA), test top-1, cost, ratio.
+    """The Markdown table: candidate, seeds, epochs per side, batch size, val top-1 (no TTA / TTA), test top-1, cost, ratio.
     Test top-1 is shown for the reference and the ``chosen`` candidates only (all when None)."""
     fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)
     shown = lambda r: chosen is None or r["candidate"] in [reference, *chosen]
-    out = ["| dataset | candidate | seeds | epochs | val top-1, no TTA (%) | val top-1, TTA (%) | test top-1, TTA (%) "
-           "| cost (s) | wall (s) | cost / reference | compute (full-side epochs) | compute / reference | peak RSS (GiB) |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| dataset | candidate | seeds | epochs x side (px) | batch | val top-1, no TTA (%) | val top-1, TTA (%) "
+           "| test top-1, TTA (%) | cost (s) | wall (s) | cost / reference | compute (full-side epochs) "
+           "| compute / reference | peak RSS (GiB) |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         name = f"**{r['candidate']}** (reference)" if r["candidate"] == reference else r["candidate"]
-        out.append(f"| {r['dataset']} | {name} | {','.join(map(str, r['seeds']))} | {r['epochs']} | "
+        out.append(f"| {r['dataset']} | {name} | {','.join(map(str, r['seeds']))} | {r['schedule']} | {r['batch_size']} | "
                    f"{fmt(r['val_top1_no_tta'])} | {fmt(r['val_top1_tta'])} | {fmt(r['test_top1_tta']) if shown(r) else 'not read'} | "
                    f"{fmt(r['cost_s'], '{:.0f}')} | {fmt(r['wall_s'], '{:.0f}')} | {fmt(r['cost_ratio'], '{:.2f}')} | "
                    f"{fmt(r['compute'])} | {fmt(r['compute_ratio'], '{:.2f}')} | "

@@ -47,10 +47,13 @@ def main() -> None:
     ap.add_argument("--sides", type=int, nargs="+", default=[32, 24, 20, 16])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
     args = ap.parse_args()
     tune_malloc()
     torch.manual_seed(0)
     cfg = cifarlab.recipe_config(args.dataset)
+    if args.batch_size:
+        cfg = cfg.update({"batch_size": args.batch_size})
     classes = 100 if args.dataset == "cifar100" else 10
     model = create_model(cfg.model, classes, **cfg.model_kwargs).to(memory_format=torch.channels_last)
     opts = build_optimizers(model, cfg)
@@ -58,9 +61,10 @@ def main() -> None:
     order = [full] + [s for s in args.sides if s != full] + [full]
     seconds = [(s, step_seconds(model, opts, s, cfg.batch_size, classes, args.precision, args.steps)) for s in order]
     ref = (seconds[0][1] + seconds[-1][1]) / 2
-    print(f"| side (px) | step (s), batch {cfg.batch_size}, {args.precision} | relative to {full} px |\n|---:|---:|---:|")
+    print(f"| side (px) | step (s), batch {cfg.batch_size}, {args.precision} | ms per image | relative to {full} px |\n"
+          "|---:|---:|---:|---:|")
     for s, t in seconds:
-        print(f"| {s} | {t:.2f} | {t / ref:.2f} |")
+        print(f"| {s} | {t:.2f} | {1000 * t / cfg.batch_size:.2f} | {t / ref:.2f} |")
     print("\n--side-costs " + " ".join(f"{s}={t / ref:.2f}" for s, t in seconds[1:-1]) + f" {full}=1")
 
 

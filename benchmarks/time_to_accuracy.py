@@ -15,18 +15,20 @@ from cifarlab.render.mpl import pyplot
 MARKERS = "osD^v<>ph*"
 
 
+def finished_run_dirs(paths: list[str]) -> list[Path]:
+    """Every finished run directory (one holding ``results.json``) among ``paths``, each a run or a
+    folder of runs (a suite's output). Exits with a message when there is none."""
+    found = []
+    for p in map(Path, paths):
+        found += [p] if (p / "results.json").is_file() else sorted(q.parent for q in p.glob("*/results.json"))
+    if not found:
+        raise SystemExit(f"no finished run (results.json) under {', '.join(paths)}")
+    return found
+
+
 def read_runs(paths: list[str]) -> list[dict]:
     """``results.json`` plus the run's name of every finished run under ``paths``."""
-    out = []
-    for p in map(Path, paths):
-        found = [p] if (p / "results.json").is_file() else sorted(q.parent for q in p.glob("*/results.json"))
-        for run in found:
-            r = json.loads((run / "results.json").read_text())
-            r["name"] = run.name
-            out.append(r)
-    if not out:
-        raise SystemExit(f"no finished run (results.json) under {', '.join(paths)}")
-    return out
+    return [{**json.loads((run / "results.json").read_text()), "name": run.name} for run in finished_run_dirs(paths)]
 
 
 def table(runs: list[dict]) -> str:

@@ -49,6 +49,7 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     assert rows["ref"]["compute"] == 2.0 and rows["prog"]["compute"] == 1.5 and rows["prog"]["compute_ratio"] == 0.75
     prog = [r for r in found["runs"] if r["candidate"] == "prog"][0]
     assert prog["sides"] == [16, 16, 32] and len(prog["curve"]) == 3 and prog["seed"] == 0
+    assert rows["prog"]["schedule"] == "2x16 + 1x32" and "| 2x16 + 1x32 |" in p.stdout
     assert prog["val_top1_tta"] is not None and prog["curve"][-1][0] < prog["cost_s"]
     assert "not read" in p.stdout and "**ref** (reference)" in p.stdout   # test top-1: the reference's only
     assert (tmp_path / "out" / "time_to_accuracy.png").stat().st_size > 10_000
