@@ -87,9 +87,9 @@ NAMED_RECIPES: dict[str, dict] = {
                "cifar10-airbench, airbench94_muon.py; 94.01% mean of 200 runs in 8 epochs on GPU, fp16): the "
                "cifar10 recipe's network, optimizers and augmentation with its 8 epochs. The reference "
                "every CIFAR-10 recipe is compared with, run side by side on the same machine (issue 14).",
-        measured="issue 14 search (seed 0, 45 000 training images, fp32 on the 2-vCPU Xeon): validation top-1 "
-                 "93.70% with TTA, test 93.71%, 1273 s of prep, training and test scoring; BENCHMARKS.md, "
-                 "'Recipe search'.",
+        measured="issue 14 search (45 000 training images, fp32 on the 2-vCPU Xeon): validation top-1 with TTA "
+                 "93.70% (seed 0) and 93.98% (seed 1), test 93.71% and 93.58%, 1273 s of prep, training and test "
+                 "scoring each; BENCHMARKS.md, 'Recipe search' and its second part.",
         values=dict(epochs=8.0),
     ),
     "airbench94_muon_progressive": dict(
@@ -113,8 +113,8 @@ NAMED_RECIPES: dict[str, dict] = {
                "0.58x of a 32-px one, so 0.78x of the reference's training compute.",
         measured="issue 14 search, second part (seed 0, 45 000 training images, fp32 on the 2-vCPU Xeon): the best "
                  "validation top-1 with TTA of the candidates at <= 0.8x compute, 93.40% against the resized version's "
-                 "93.28% and the reference's 93.70% (seed 0); test 93.34%, below the resized version's 93.53% (seed 0): "
-                 "the two are within the seed spread. While training on crops the network scores 62-80% on 32-px "
+                 "93.23% and the reference's 93.84% (means of seeds 0 and 1); test 93.34%, against 93.63% and 93.65%: "
+                 "it and the resized version are within the seed spread of each other. While training on crops the network scores 62-80% on 32-px "
                  "validation images, against 49-74% for resized ones. Misses issue 14's target; BENCHMARKS.md, "
                  "'Recipe search, second part'.",
         values=dict(epochs=8.0, img_sizes=[[0, 24], [4, 32]], downsize="crop"),
