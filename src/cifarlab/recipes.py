@@ -110,13 +110,13 @@ NAMED_RECIPES: dict[str, dict] = {
         reason="airbench94_muon_progressive with random 24-px crops instead of 24-px resized images in its first 4 "
                "epochs (downsize=crop): objects keep the pixel size they have at test time (the apparent-size argument "
                "of Touvron et al. 2019, 'Fixing the train-test resolution discrepancy'), and a 24-px step costs the same "
-               "0.58x of a 32-px one, so 0.78x of the reference's training compute.",
+               "0.58x of a 32-px one, so 0.79x of the reference's training compute.",
         measured="issue 14 search, second part (seed 0, 45 000 training images, fp32 on the 2-vCPU Xeon): the best "
                  "validation top-1 with TTA of the candidates at <= 0.8x compute, 93.40% against the resized version's "
                  "93.23% and the reference's 93.84% (means of seeds 0 and 1); test 93.34%, against 93.63% and 93.65%: "
-                 "it and the resized version are within the seed spread of each other. While training on crops the network scores 62-80% on 32-px "
-                 "validation images, against 49-74% for resized ones. Misses issue 14's target; BENCHMARKS.md, "
-                 "'Recipe search, second part'.",
+                 "it and the resized version are within the seed spread of each other. While training on crops the "
+                 "network scores 62-80% on 32-px validation images, against 49-74% for resized ones. Misses issue 14's "
+                 "target; BENCHMARKS.md, 'Recipe search, second part'.",
         values=dict(epochs=8.0, img_sizes=[[0, 24], [4, 32]], downsize="crop"),
     ),
 }
