@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
-from cifarlab.data.augment import tta_views
+from cifarlab.data.augment import tta_view_count
 from cifarlab.evaluation.metrics import predict_logits
 from cifarlab.runtime import num_threads, tune_malloc
 from cifarlab.workflow.setup import assemble_run
@@ -42,7 +41,7 @@ def main() -> None:
                     logits, labels = predict_logits(s.model, s.pipes[split].ordered(), s.ctx, tta=level)
                     seconds = time.perf_counter() - t
                     top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
-                    print(f"| {rd.path.name} | {split} | {level} | {len(tta_views(torch.zeros(1, 3, 2, 2), level))} | {top1:.2f} | {seconds:.1f} |",
+                    print(f"| {rd.path.name} | {split} | {level} | {tta_view_count(level)} | {top1:.2f} | {seconds:.1f} |",
                           flush=True)
 
 

@@ -89,6 +89,11 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
     return views
 
 
+def tta_view_count(level: int) -> int:
+    """Forward passes per image at TTA ``level`` (1, 2 or 6): what :func:`tta_views` returns."""
+    return len(tta_views(torch.zeros(1, 1, 2, 2), level))
+
+
 def augment_batch(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int],
                   shift: torch.Tensor | None = None, flip: torch.Tensor | None = None,
                   cut: torch.Tensor | None = None, cutout: int = 0) -> torch.Tensor:

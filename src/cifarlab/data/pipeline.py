@@ -85,10 +85,7 @@ class Batches:
     def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         side = self.side(epoch)
         for i, (x, y) in enumerate(self.loader.epoch(epoch, start=start, stop=stop), start):
-            crop = self.downsize == "crop" and side is not None and side < x.shape[-1]
-            g = None
-            if self.auto_augment != "none" or self.rrc or crop:
-                g = epoch_generator(self.seed * 7919 + i + 1, epoch)
+            g = epoch_generator(self.seed * 7919 + i + 1, epoch)  # this batch's draws (augmentations, crops)
             if self.auto_augment == "trivialaugment":
                 mean, std = self.loader.mean.view(1, -1, 1, 1), self.loader.std.view(1, -1, 1, 1)
                 x = (trivial_augment_batch((x * std + mean).clamp(0, 1), g) - mean) / std

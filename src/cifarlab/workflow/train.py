@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, TrainConfig, config_diff
-from ..data.augment import tta_views
+from ..data.augment import tta_view_count
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
 from ..evaluation.calibration import calibration_summary
 from ..files import remove_stale_temps
@@ -208,8 +208,7 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached:
         eval_seconds = time.perf_counter() - t_eval
         # the scoring pass is the throughput measurement: every TTA view is one forward pass of the
         # batch, so a separate probe (~9 s of fp32 CPU time per run at batch 2000) would only repeat it
-        views = len(tta_views(torch.zeros(1, 3, 2, 2), cfg.tta))
-        inference = len(labels) * views / max(eval_seconds, 1e-9)
+        inference = len(labels) * tta_view_count(cfg.tta) / max(eval_seconds, 1e-9)
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
         rd.set_status("diverged", reason=f"test loss {test['loss']}")
