@@ -98,16 +98,20 @@ def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> l
 
 
 def summarize(runs: list[dict], reference: str) -> list[dict]:
-    """One row per (dataset, candidate): means over its seeds and the cost ratio to ``reference``."""
+    """One row per (dataset, candidate): means over its seeds, the seeds' sample standard deviation
+    (``*_sd``, n - 1; None for one seed) of the TTA top-1s, and the cost ratio to ``reference``."""
     rows = []
     for key in sorted({(r["dataset"], r["candidate"]) for r in runs}):
         mine = [r for r in runs if (r["dataset"], r["candidate"]) == key]
-        mean = lambda k: statistics.fmean(r[k] for r in mine) if all(r[k] is not None for r in mine) else None
+        known = lambda k: all(r[k] is not None for r in mine)
+        mean = lambda k: statistics.fmean(r[k] for r in mine) if known(k) else None
+        sd = lambda k: statistics.stdev(r[k] for r in mine) if len(mine) > 1 and known(k) else None  # n - 1
         rows.append({"dataset": key[0], "candidate": key[1], "seeds": sorted(r["seed"] for r in mine if r["seed"] is not None),
                      "epochs": mine[0]["epochs"], "tta": mine[0]["tta"], "schedule": mine[0]["schedule"],
                      "batch_size": mine[0]["batch_size"],
                      **{k: mean(k) for k in ("val_top1_no_tta", "val_top1_tta", "test_top1_tta", "superclass_top1",
-                                             "cost_s", "wall_s", "peak_rss_gib", "compute")}})
+                                             "cost_s", "wall_s", "peak_rss_gib", "compute")},
+                     **{f"{k}_sd": sd(k) for k in ("val_top1_tta", "test_top1_tta")}})
     for row in rows:
         ref = [r for r in rows if r["dataset"] == row["dataset"] and r["candidate"] == reference]
         row["cost_ratio"] = row["cost_s"] / ref[0]["cost_s"] if ref else None
@@ -117,8 +121,10 @@ def summarize(runs: list[dict], reference: str) -> list[dict]:
 
 def table(rows: list[dict], reference: str, chosen: list[str] | None = None) -> str:
     """The Markdown table: candidate, seeds, epochs per side, batch size, val top-1 (no TTA / TTA), test top-1, cost, ratio.
+    Several seeds: the TTA top-1s read ``mean ± sample standard deviation``.
     Test top-1 is shown for the reference and the ``chosen`` candidates only (all when None)."""
     fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)
+    spread = lambda r, k: fmt(r[k]) + ("" if r[f"{k}_sd"] is None else f" ± {r[f'{k}_sd']:.2f}")
     shown = lambda r: chosen is None or r["candidate"] in [reference, *chosen]
     out = ["| dataset | candidate | seeds | epochs x side (px) | batch | val top-1, no TTA (%) | val top-1, TTA (%) "
            "| test top-1, TTA (%) | cost (s) | wall (s) | cost / reference | compute (full-side epochs) "
@@ -127,7 +133,7 @@ def table(rows: list[dict], reference: str, chosen: list[str] | None = None) -> 
     for r in rows:
         name = f"**{r['candidate']}** (reference)" if r["candidate"] == reference else r["candidate"]
         out.append(f"| {r['dataset']} | {name} | {','.join(map(str, r['seeds']))} | {r['schedule']} | {r['batch_size']} | "
-                   f"{fmt(r['val_top1_no_tta'])} | {fmt(r['val_top1_tta'])} | {fmt(r['test_top1_tta']) if shown(r) else 'not read'} | "
+                   f"{fmt(r['val_top1_no_tta'])} | {spread(r, 'val_top1_tta')} | {spread(r, 'test_top1_tta') if shown(r) else 'not read'} | "
                    f"{fmt(r['cost_s'], '{:.0f}')} | {fmt(r['wall_s'], '{:.0f}')} | {fmt(r['cost_ratio'], '{:.2f}')} | "
                    f"{fmt(r['compute'])} | {fmt(r['compute_ratio'], '{:.2f}')} | "
                    f"{fmt(r['peak_rss_gib'], '{:.2f}')} |")

@@ -58,3 +58,25 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     lines = [line for line in p.stdout.splitlines() if line.startswith("| prog-s0")]
     assert len(lines) == 6 and "| val | 2 | 6 |" in lines[2]   # 2 splits x 3 levels
+
+
+def test_recipe_search_gives_the_seeds_mean_and_spread(monkeypatch):
+    """Three seeds of a candidate: the row holds their mean and sample standard deviation (n - 1) of
+    validation and test top-1 with TTA, the table prints them as ``mean ± sd``; one seed has no spread."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    rs = importlib.import_module("recipe_search")
+
+    def run(candidate, seed, val, test, cost):
+        return {"candidate": candidate, "seed": seed, "dataset": "cifar10", "epochs": 8, "tta": 2, "schedule": "8x32",
+                "batch_size": 2000, "val_top1_no_tta": val - 1, "val_top1_tta": val, "test_top1_tta": test,
+                "superclass_top1": None, "cost_s": cost, "wall_s": cost + 50, "peak_rss_gib": 5.0, "compute": 8.0}
+
+    rows = {r["candidate"]: r for r in rs.summarize(
+        [run("ref", 0, 93.0, 93.5, 1000), run("ref", 1, 94.0, 93.7, 1100), run("ref", 2, 93.5, 93.9, 1200),
+         run("cand", 0, 92.0, 93.0, 800)], "ref")}
+    assert rows["ref"]["val_top1_tta"] == pytest.approx(93.5) and rows["ref"]["val_top1_tta_sd"] == pytest.approx(0.5)
+    assert rows["ref"]["test_top1_tta_sd"] == pytest.approx(0.2) and rows["ref"]["seeds"] == [0, 1, 2]
+    assert rows["cand"]["val_top1_tta_sd"] is None and rows["cand"]["cost_ratio"] == pytest.approx(800 / 1100)
+    text = rs.table(list(rows.values()), "ref", chosen=[])
+    assert "| 93.50 ± 0.50 | 93.70 ± 0.20 |" in text and "| 92.00 | not read |" in text
