@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-
 from cifarlab.data.augment import tta_view_count
 from cifarlab.evaluation.metrics import predict_logits
 from cifarlab.runtime import num_threads, tune_malloc
