@@ -2,7 +2,8 @@
 reference run made on the same machine in the same session (issue 14).
 
     cifarlab compare suites/cifar10-recipe-search.yaml --data-dir DATA --out search/
-    python benchmarks/recipe_search.py search/ --reference airbench94_muon --out benchmarks/results/recipe-search
+    python benchmarks/recipe_search.py search/ --reference airbench94_muon cifar100-recipe \
+        --out benchmarks/results/recipe-search
 
 Candidates are chosen on the validation split (train with ``--val-size 5000``); the test set is
 scored by every run but read here only for the reference and the chosen candidates.
@@ -19,8 +20,11 @@ trailing ``-s<seed>`` / ``-seed<seed>``):
   (per-epoch validation and the validation TTA pass are selection costs, left out of the ratio, and
   the same for every candidate up to its number of epochs). ``wall`` is also given as measured.
 
-Writes ``search.json``, ``time_to_accuracy.png`` (one panel per dataset) and prints the Markdown
-table for BENCHMARKS.md. Ratios are each candidate's mean cost over the reference's mean cost.
+Each dataset has its own reference (``--reference`` names one candidate per dataset: CIFAR-10's is
+the published airbench94_muon configuration, CIFAR-100's the cifar100 recipe as it stood before
+the search). Writes ``search.json``, ``time_to_accuracy.png`` (one row of panels per dataset) and
+prints the Markdown table for BENCHMARKS.md. Ratios are each candidate's mean cost over its
+dataset's reference's mean cost. CIFAR-100 rows add superclass top-1 (20 superclasses) with TTA.
 """
 from __future__ import annotations
 
@@ -38,6 +42,17 @@ from cifarlab.workflow.predictions import load_cached_predictions
 from time_to_accuracy import finished_run_dirs  # benchmarks/, beside this script
 
 SEED_SUFFIX = re.compile(r"-(?:s|seed)(\d+)$")
+
+# issue 14's targets per dataset: (test top-1 with TTA, %, mean of 3 seeds; the most cost allowed, as a
+# fraction of the dataset's reference run side by side). Drawn on the plot.
+TARGETS = {"cifar10": (94.0, 0.8), "cifar100": (78.0, 1.0)}
+
+
+def reference_of(dataset: str, candidates: set[str], references: str | list[str]) -> str | None:
+    """The candidate among ``references`` that ran on ``dataset`` (``candidates``: the names that did),
+    None when none did. A single name is the reference of every dataset it ran on."""
+    found = [c for c in ([references] if isinstance(references, str) else references) if c in candidates]
+    return found[0] if found else None
 
 
 def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
@@ -97,9 +112,10 @@ def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> l
     return [read_run(q, side_costs) for q in finished_run_dirs(paths)]
 
 
-def summarize(runs: list[dict], reference: str) -> list[dict]:
+def summarize(runs: list[dict], reference: str | list[str]) -> list[dict]:
     """One row per (dataset, candidate): means over its seeds, the seeds' sample standard deviation
-    (``*_sd``, n - 1; None for one seed) of the TTA top-1s, and the cost ratio to ``reference``."""
+    (``*_sd``, n - 1; None for one seed) of the TTA top-1s, and the cost ratio to the dataset's
+    reference (the candidate of ``reference``, one name or one per dataset, that ran on it)."""
     rows = []
     for key in sorted({(r["dataset"], r["candidate"]) for r in runs}):
         mine = [r for r in runs if (r["dataset"], r["candidate"]) == key]
@@ -113,27 +129,35 @@ def summarize(runs: list[dict], reference: str) -> list[dict]:
                                              "cost_s", "wall_s", "peak_rss_gib", "compute")},
                      **{f"{k}_sd": sd(k) for k in ("val_top1_tta", "test_top1_tta")}})
     for row in rows:
-        ref = [r for r in rows if r["dataset"] == row["dataset"] and r["candidate"] == reference]
+        names = {r["candidate"] for r in rows if r["dataset"] == row["dataset"]}
+        ref_name = reference_of(row["dataset"], names, reference)
+        row["is_reference"] = row["candidate"] == ref_name
+        ref = [r for r in rows if r["dataset"] == row["dataset"] and r["candidate"] == ref_name]
         row["cost_ratio"] = row["cost_s"] / ref[0]["cost_s"] if ref else None
         row["compute_ratio"] = row["compute"] / ref[0]["compute"] if ref and row["compute"] is not None else None
     return rows
 
 
-def table(rows: list[dict], reference: str, chosen: list[str] | None = None) -> str:
+def table(rows: list[dict], chosen: list[str] | None = None) -> str:
     """The Markdown table: candidate, seeds, epochs per side, batch size, val top-1 (no TTA / TTA), test top-1, cost, ratio.
-    Several seeds: the TTA top-1s read ``mean ± sample standard deviation``.
-    Test top-1 is shown for the reference and the ``chosen`` candidates only (all when None)."""
+    Several seeds: the TTA top-1s read ``mean ± sample standard deviation``. Test top-1 (and superclass
+    top-1, a column only when some row has it) is shown for the references (rows from :func:`summarize`
+    know theirs) and the ``chosen`` candidates only (all when None)."""
     fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)
     spread = lambda r, k: fmt(r[k]) + ("" if r[f"{k}_sd"] is None else f" ± {r[f'{k}_sd']:.2f}")
-    shown = lambda r: chosen is None or r["candidate"] in [reference, *chosen]
+    shown = lambda r: chosen is None or r["is_reference"] or r["candidate"] in chosen
+    superclass = any(r["superclass_top1"] is not None for r in rows)
     out = ["| dataset | candidate | seeds | epochs x side (px) | batch | val top-1, no TTA (%) | val top-1, TTA (%) "
-           "| test top-1, TTA (%) | cost (s) | wall (s) | cost / reference | compute (full-side epochs) "
-           "| compute / reference | peak RSS (GiB) |",
-           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| test top-1, TTA (%) |" + (" test superclass top-1, TTA (%) |" if superclass else "")
+           + " cost (s) | wall (s) | cost / reference | compute (full-side epochs) | compute / reference | peak RSS (GiB) |",
+           "|---|---|---|---|---:|---:|---:|---:|" + ("---:|" if superclass else "") + "---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        name = f"**{r['candidate']}** (reference)" if r["candidate"] == reference else r["candidate"]
+        name = f"**{r['candidate']}** (reference)" if r["is_reference"] else r["candidate"]
+        test = spread(r, 'test_top1_tta') if shown(r) else 'not read'
+        if superclass:
+            test += f" | {fmt(r['superclass_top1']) if shown(r) else ''}"
         out.append(f"| {r['dataset']} | {name} | {','.join(map(str, r['seeds']))} | {r['schedule']} | {r['batch_size']} | "
-                   f"{fmt(r['val_top1_no_tta'])} | {spread(r, 'val_top1_tta')} | {spread(r, 'test_top1_tta') if shown(r) else 'not read'} | "
+                   f"{fmt(r['val_top1_no_tta'])} | {spread(r, 'val_top1_tta')} | {test} | "
                    f"{fmt(r['cost_s'], '{:.0f}')} | {fmt(r['wall_s'], '{:.0f}')} | {fmt(r['cost_ratio'], '{:.2f}')} | "
                    f"{fmt(r['compute'])} | {fmt(r['compute_ratio'], '{:.2f}')} | "
                    f"{fmt(r['peak_rss_gib'], '{:.2f}')} |")
@@ -145,39 +169,44 @@ AXES = {"wall": ("curve", "cost_s", "seconds: prep + training so far (star: + te
         "compute": ("compute_curve", "compute", "training compute so far, in full-side (32 px) epochs")}
 
 
-def plot(runs: list[dict], rows: list[dict], reference: str, out: Path, target: float | None) -> None:
+def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
     """Validation top-1 (no TTA) after each epoch against cost seconds (left) and, when the side
-    costs are known, against training compute (right), one line per run; a star at the end for
-    validation top-1 with TTA; the reference dashed, with 0.8x its cost marked."""
+    costs are known, against training compute (right), one line per run, one row of panels per
+    dataset; a star at the end for validation top-1 with TTA; the dataset's reference dashed, with
+    the cost allowed by :data:`TARGETS` marked and its accuracy target drawn."""
     plt = pyplot()
     datasets = sorted({r["dataset"] for r in runs})
     kinds = ["wall"] + (["compute"] if all(r["compute"] is not None for r in runs) else [])
     fig, axes = plt.subplots(len(datasets), len(kinds), figsize=(7 * len(kinds), 5 * len(datasets)), dpi=110,
                              squeeze=False)
-    candidates = sorted({r["candidate"] for r in runs}, key=lambda c: (c != reference, c))
+    references = {(r["dataset"], r["candidate"]) for r in rows if r["is_reference"]}
+    candidates = sorted({r["candidate"] for r in runs}, key=lambda c: (c not in {n for _, n in references}, c))
     colours = dict(zip(candidates, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
     first_seed = {c: min((q["seed"] or 0) for q in runs if q["candidate"] == c) for c in candidates}
     for row_axes, dataset in zip(axes, datasets):
+        target, cost_frac = TARGETS.get(dataset, (None, None))
         for ax, kind in zip(row_axes, kinds):
             curve_key, end_key, xlabel = AXES[kind]
             tops = []
             for r in (r for r in runs if r["dataset"] == dataset):
                 xs, ys = zip(*r[curve_key]) if r[curve_key] else ((), ())
                 label = r["candidate"] if (r["seed"] or 0) == first_seed[r["candidate"]] else None
-                ax.plot(xs, ys, "--" if r["candidate"] == reference else "-", marker="o", ms=3,
+                ax.plot(xs, ys, "--" if (dataset, r["candidate"]) in references else "-", marker="o", ms=3,
                         color=colours[r["candidate"]], label=label)
                 if r["val_top1_tta"] is not None:
                     ax.scatter([r[end_key]], [r["val_top1_tta"]], marker="*", s=110, color=colours[r["candidate"]],
                                zorder=3)
                     tops.append(r["val_top1_tta"])
                 tops += list(ys[-2:])
-            ref_row = [row for row in rows if row["dataset"] == dataset and row["candidate"] == reference]
-            if ref_row and ref_row[0][end_key]:
-                ax.axvline(0.8 * ref_row[0][end_key], color="grey", lw=0.8, ls=":")
-                ax.annotate("0.8 x reference", (0.8 * ref_row[0][end_key], 0.98), xycoords=("data", "axes fraction"),
-                            fontsize=7, rotation=90, ha="right", va="top", color="grey")
-            if target is not None and dataset == "cifar10":
+            ref_row = [row for row in rows if row["dataset"] == dataset and row["is_reference"]]
+            if ref_row and ref_row[0][end_key] and cost_frac is not None:
+                ax.axvline(cost_frac * ref_row[0][end_key], color="grey", lw=0.8, ls=":")
+                ax.annotate(f"{cost_frac:g} x reference", (cost_frac * ref_row[0][end_key], 0.98),
+                            xycoords=("data", "axes fraction"), fontsize=7, rotation=90, ha="right", va="top",
+                            color="grey")
+            if target is not None:
                 ax.axhline(target, color="grey", lw=0.8, ls=":")
+                tops.append(target)
             if tops:  # the end of training is what matters: the first epochs are far below
                 ax.set_ylim(min(tops) - 6, max(tops) + 1)
             ax.set_xlabel(xlabel)
@@ -193,8 +222,8 @@ def plot(runs: list[dict], rows: list[dict], reference: str, out: Path, target: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="run directories, or folders of them (a compare/suite output)")
-    ap.add_argument("--reference", default="airbench94_muon", help="the candidate name of the reference runs")
-    ap.add_argument("--target", type=float, default=94.0, help="CIFAR-10 accuracy line drawn on the plot (%%)")
+    ap.add_argument("--reference", nargs="+", default=["airbench94_muon", "cifar100-recipe"], metavar="CANDIDATE",
+                    help="the candidate name of each dataset's reference runs (default: %(default)s)")
     ap.add_argument("--out", default="recipe-search", help="folder for search.json and time_to_accuracy.png")
     ap.add_argument("--chosen", nargs="*", default=None, metavar="CANDIDATE",
                     help="the candidates chosen on validation: the table shows test top-1 for these and the "
@@ -210,8 +239,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "search.json").write_text(json.dumps({"reference": args.reference, "candidates": rows, "runs": runs}, indent=1))
-    plot(runs, rows, args.reference, out / "time_to_accuracy.png", args.target)
-    print(table(rows, args.reference, args.chosen))
+    plot(runs, rows, out / "time_to_accuracy.png")
+    print(table(rows, args.chosen))
     print(f"\n{out / 'search.json'}, {out / 'time_to_accuracy.png'}")
 
 

@@ -78,5 +78,32 @@ def test_recipe_search_gives_the_seeds_mean_and_spread(monkeypatch):
     assert rows["ref"]["val_top1_tta"] == pytest.approx(93.5) and rows["ref"]["val_top1_tta_sd"] == pytest.approx(0.5)
     assert rows["ref"]["test_top1_tta_sd"] == pytest.approx(0.2) and rows["ref"]["seeds"] == [0, 1, 2]
     assert rows["cand"]["val_top1_tta_sd"] is None and rows["cand"]["cost_ratio"] == pytest.approx(800 / 1100)
-    text = rs.table(list(rows.values()), "ref", chosen=[])
+    text = rs.table(list(rows.values()), chosen=[])
     assert "| 93.50 ± 0.50 | 93.70 ± 0.20 |" in text and "| 92.00 | not read |" in text
+
+
+def fake_run(candidate, dataset, test, cost, superclass=None):
+    """One run's summary as ``recipe_search.read_run`` gives it, without training."""
+    return {"candidate": candidate, "seed": 0, "dataset": dataset, "epochs": 8, "tta": 2, "schedule": "8x32",
+            "batch_size": 1000, "val_top1_no_tta": test - 1, "val_top1_tta": test, "test_top1_tta": test,
+            "superclass_top1": superclass, "cost_s": cost, "wall_s": cost, "peak_rss_gib": 2.0, "compute": 8.0}
+
+
+def test_recipe_search_has_a_reference_per_dataset(monkeypatch):
+    """CIFAR-10 and CIFAR-100 runs in one search: each row's ratio is to its own dataset's reference,
+    a reference of one dataset is not one of the other, and superclass top-1 gets a column that
+    CIFAR-10 rows leave empty."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    rs = importlib.import_module("recipe_search")
+    runs = [fake_run("ref10", "cifar10", 93.0, 1000), fake_run("cand", "cifar10", 92.0, 500),
+            fake_run("ref100", "cifar100", 74.0, 4000, superclass=84.0),
+            fake_run("cand", "cifar100", 75.0, 3000, superclass=85.5)]
+    rows = {(r["dataset"], r["candidate"]): r for r in rs.summarize(runs, ["ref10", "ref100"])}
+    assert rows["cifar10", "cand"]["cost_ratio"] == pytest.approx(0.5)
+    assert rows["cifar100", "cand"]["cost_ratio"] == pytest.approx(0.75)
+    assert rows["cifar100", "ref100"]["is_reference"] and not rows["cifar100", "cand"]["is_reference"]
+    text = rs.table(list(rows.values()), chosen=[])
+    assert "superclass top-1" in text and "| **ref100** (reference) |" in text
+    assert "| 74.00 | 84.00 |" in text and "| not read |  |" in text and "| 93.00 |  |" in text
+    assert "superclass" not in rs.table([rows["cifar10", "ref10"]], chosen=None)
