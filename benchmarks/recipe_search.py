@@ -48,13 +48,6 @@ SEED_SUFFIX = re.compile(r"-(?:s|seed)(\d+)$")
 TARGETS = {"cifar10": (94.0, 0.8), "cifar100": (78.0, 1.0)}
 
 
-def reference_of(dataset: str, candidates: set[str], references: str | list[str]) -> str | None:
-    """The candidate among ``references`` that ran on ``dataset`` (``candidates``: the names that did),
-    None when none did. A single name is the reference of every dataset it ran on."""
-    found = [c for c in ([references] if isinstance(references, str) else references) if c in candidates]
-    return found[0] if found else None
-
-
 def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
     """The side each epoch trained at, from the run's ``img_sizes`` / ``img_size`` config."""
     sizes = sorted((int(e), int(sz)) for e, sz in cfg.get("img_sizes") or []) or [(0, cfg.get("img_size") or data_side)]
@@ -112,10 +105,10 @@ def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> l
     return [read_run(q, side_costs) for q in finished_run_dirs(paths)]
 
 
-def summarize(runs: list[dict], reference: str | list[str]) -> list[dict]:
+def summarize(runs: list[dict], references: list[str]) -> list[dict]:
     """One row per (dataset, candidate): means over its seeds, the seeds' sample standard deviation
     (``*_sd``, n - 1; None for one seed) of the TTA top-1s, and the cost ratio to the dataset's
-    reference (the candidate of ``reference``, one name or one per dataset, that ran on it)."""
+    reference (the first of ``references`` that ran on it; one name per dataset), marked ``is_reference``."""
     rows = []
     for key in sorted({(r["dataset"], r["candidate"]) for r in runs}):
         mine = [r for r in runs if (r["dataset"], r["candidate"]) == key]
@@ -129,12 +122,11 @@ def summarize(runs: list[dict], reference: str | list[str]) -> list[dict]:
                                              "cost_s", "wall_s", "peak_rss_gib", "compute")},
                      **{f"{k}_sd": sd(k) for k in ("val_top1_tta", "test_top1_tta")}})
     for row in rows:
-        names = {r["candidate"] for r in rows if r["dataset"] == row["dataset"]}
-        ref_name = reference_of(row["dataset"], names, reference)
-        row["is_reference"] = row["candidate"] == ref_name
-        ref = [r for r in rows if r["dataset"] == row["dataset"] and r["candidate"] == ref_name]
-        row["cost_ratio"] = row["cost_s"] / ref[0]["cost_s"] if ref else None
-        row["compute_ratio"] = row["compute"] / ref[0]["compute"] if ref and row["compute"] is not None else None
+        ref = next((r for name in references for r in rows
+                    if r["dataset"] == row["dataset"] and r["candidate"] == name), None)
+        row["is_reference"] = ref is row
+        row["cost_ratio"] = row["cost_s"] / ref["cost_s"] if ref else None
+        row["compute_ratio"] = row["compute"] / ref["compute"] if ref and row["compute"] is not None else None
     return rows
 
 
@@ -180,7 +172,8 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(len(datasets), len(kinds), figsize=(7 * len(kinds), 5 * len(datasets)), dpi=110,
                              squeeze=False)
     references = {(r["dataset"], r["candidate"]) for r in rows if r["is_reference"]}
-    candidates = sorted({r["candidate"] for r in runs}, key=lambda c: (c not in {n for _, n in references}, c))
+    reference_names = {name for _, name in references}
+    candidates = sorted({r["candidate"] for r in runs}, key=lambda c: (c not in reference_names, c))
     colours = dict(zip(candidates, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
     first_seed = {c: min((q["seed"] or 0) for q in runs if q["candidate"] == c) for c in candidates}
     for row_axes, dataset in zip(axes, datasets):

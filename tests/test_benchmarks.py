@@ -60,21 +60,28 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     assert len(lines) == 6 and "| val | 2 | 6 |" in lines[2]   # 2 splits x 3 levels
 
 
-def test_recipe_search_gives_the_seeds_mean_and_spread(monkeypatch):
-    """Three seeds of a candidate: the row holds their mean and sample standard deviation (n - 1) of
-    validation and test top-1 with TTA, the table prints them as ``mean ± sd``; one seed has no spread."""
+@pytest.fixture
+def rs(monkeypatch):
+    """benchmarks/recipe_search.py, imported as a module."""
     import importlib
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    rs = importlib.import_module("recipe_search")
+    return importlib.import_module("recipe_search")
 
-    def run(candidate, seed, val, test, cost):
-        return {"candidate": candidate, "seed": seed, "dataset": "cifar10", "epochs": 8, "tta": 2, "schedule": "8x32",
-                "batch_size": 2000, "val_top1_no_tta": val - 1, "val_top1_tta": val, "test_top1_tta": test,
-                "superclass_top1": None, "cost_s": cost, "wall_s": cost + 50, "peak_rss_gib": 5.0, "compute": 8.0}
 
+def fake_run(candidate, test, cost, *, dataset="cifar10", seed=0, val=None, superclass=None):
+    """One run's summary as ``recipe_search.read_run`` gives it, without training (``val``: test's when None)."""
+    val = test if val is None else val
+    return {"candidate": candidate, "seed": seed, "dataset": dataset, "epochs": 8, "tta": 2, "schedule": "8x32",
+            "batch_size": 2000, "val_top1_no_tta": val - 1, "val_top1_tta": val, "test_top1_tta": test,
+            "superclass_top1": superclass, "cost_s": cost, "wall_s": cost + 50, "peak_rss_gib": 5.0, "compute": 8.0}
+
+
+def test_recipe_search_gives_the_seeds_mean_and_spread(rs):
+    """Three seeds of a candidate: the row holds their mean and sample standard deviation (n - 1) of
+    validation and test top-1 with TTA, the table prints them as ``mean ± sd``; one seed has no spread."""
     rows = {r["candidate"]: r for r in rs.summarize(
-        [run("ref", 0, 93.0, 93.5, 1000), run("ref", 1, 94.0, 93.7, 1100), run("ref", 2, 93.5, 93.9, 1200),
-         run("cand", 0, 92.0, 93.0, 800)], "ref")}
+        [fake_run("ref", 93.5, 1000, seed=0, val=93.0), fake_run("ref", 93.7, 1100, seed=1, val=94.0),
+         fake_run("ref", 93.9, 1200, seed=2, val=93.5), fake_run("cand", 93.0, 800, val=92.0)], ["ref"])}
     assert rows["ref"]["val_top1_tta"] == pytest.approx(93.5) and rows["ref"]["val_top1_tta_sd"] == pytest.approx(0.5)
     assert rows["ref"]["test_top1_tta_sd"] == pytest.approx(0.2) and rows["ref"]["seeds"] == [0, 1, 2]
     assert rows["cand"]["val_top1_tta_sd"] is None and rows["cand"]["cost_ratio"] == pytest.approx(800 / 1100)
@@ -82,23 +89,13 @@ def test_recipe_search_gives_the_seeds_mean_and_spread(monkeypatch):
     assert "| 93.50 ± 0.50 | 93.70 ± 0.20 |" in text and "| 92.00 | not read |" in text
 
 
-def fake_run(candidate, dataset, test, cost, superclass=None):
-    """One run's summary as ``recipe_search.read_run`` gives it, without training."""
-    return {"candidate": candidate, "seed": 0, "dataset": dataset, "epochs": 8, "tta": 2, "schedule": "8x32",
-            "batch_size": 1000, "val_top1_no_tta": test - 1, "val_top1_tta": test, "test_top1_tta": test,
-            "superclass_top1": superclass, "cost_s": cost, "wall_s": cost, "peak_rss_gib": 2.0, "compute": 8.0}
-
-
-def test_recipe_search_has_a_reference_per_dataset(monkeypatch):
+def test_recipe_search_has_a_reference_per_dataset(rs):
     """CIFAR-10 and CIFAR-100 runs in one search: each row's ratio is to its own dataset's reference,
     a reference of one dataset is not one of the other, and superclass top-1 gets a column that
     CIFAR-10 rows leave empty."""
-    import importlib
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    rs = importlib.import_module("recipe_search")
-    runs = [fake_run("ref10", "cifar10", 93.0, 1000), fake_run("cand", "cifar10", 92.0, 500),
-            fake_run("ref100", "cifar100", 74.0, 4000, superclass=84.0),
-            fake_run("cand", "cifar100", 75.0, 3000, superclass=85.5)]
+    runs = [fake_run("ref10", 93.0, 1000), fake_run("cand", 92.0, 500),
+            fake_run("ref100", 74.0, 4000, dataset="cifar100", superclass=84.0),
+            fake_run("cand", 75.0, 3000, dataset="cifar100", superclass=85.5)]
     rows = {(r["dataset"], r["candidate"]): r for r in rs.summarize(runs, ["ref10", "ref100"])}
     assert rows["cifar10", "cand"]["cost_ratio"] == pytest.approx(0.5)
     assert rows["cifar100", "cand"]["cost_ratio"] == pytest.approx(0.75)
