@@ -161,11 +161,19 @@ AXES = {"wall": ("curve", "cost_s", "seconds: prep + training so far (star: + te
         "compute": ("compute_curve", "compute", "training compute so far, in full-side (32 px) epochs")}
 
 
+def star_key(runs: list[dict]) -> str:
+    """What the plot's end-of-run stars show for one dataset's runs: validation top-1 with TTA when
+    any run has a validation split, else (every run trained on all training images) test top-1 with TTA."""
+    return "val_top1_tta" if any(r["val_top1_tta"] is not None or r["curve"] for r in runs) else "test_top1_tta"
+
+
 def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
     """Validation top-1 (no TTA) after each epoch against cost seconds (left) and, when the side
     costs are known, against training compute (right), one line per run, one row of panels per
     dataset; a star at the end for validation top-1 with TTA; the dataset's reference dashed, with
-    the cost allowed by :data:`TARGETS` marked and its accuracy target drawn."""
+    the cost allowed by :data:`TARGETS` marked and its accuracy target drawn. A dataset whose runs
+    have no validation split (trained on every training image, the final scoring of a chosen
+    recipe) has no per-epoch curve: its stars are test top-1 with TTA instead."""
     plt = pyplot()
     datasets = sorted({r["dataset"] for r in runs})
     kinds = ["wall"] + (["compute"] if all(r["compute"] is not None for r in runs) else [])
@@ -180,16 +188,17 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
         target, cost_frac = TARGETS.get(dataset, (None, None))
         for ax, kind in zip(row_axes, kinds):
             curve_key, end_key, xlabel = AXES[kind]
+            mine = [r for r in runs if r["dataset"] == dataset]
+            star = star_key(mine)
             tops = []
-            for r in (r for r in runs if r["dataset"] == dataset):
+            for r in mine:
                 xs, ys = zip(*r[curve_key]) if r[curve_key] else ((), ())
                 label = r["candidate"] if (r["seed"] or 0) == first_seed[r["candidate"]] else None
                 ax.plot(xs, ys, "--" if (dataset, r["candidate"]) in references else "-", marker="o", ms=3,
                         color=colours[r["candidate"]], label=label)
-                if r["val_top1_tta"] is not None:
-                    ax.scatter([r[end_key]], [r["val_top1_tta"]], marker="*", s=110, color=colours[r["candidate"]],
-                               zorder=3)
-                    tops.append(r["val_top1_tta"])
+                if r[star] is not None:
+                    ax.scatter([r[end_key]], [r[star]], marker="*", s=110, color=colours[r["candidate"]], zorder=3)
+                    tops.append(r[star])
                 tops += list(ys[-2:])
             ref_row = [row for row in rows if row["dataset"] == dataset and row["is_reference"]]
             if ref_row and ref_row[0][end_key] and cost_frac is not None:
@@ -201,9 +210,10 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
                 ax.axhline(target, color="grey", lw=0.8, ls=":")
                 tops.append(target)
             if tops:  # the end of training is what matters: the first epochs are far below
-                ax.set_ylim(min(tops) - 6, max(tops) + 1)
+                ax.set_ylim(min(tops) - (6 if star == "val_top1_tta" else 0.5), max(tops) + (1 if star == "val_top1_tta" else 0.3))
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("validation top-1 (%): per epoch no TTA; star TTA")
+            ax.set_ylabel("validation top-1 (%): per epoch no TTA; star TTA" if star == "val_top1_tta"
+                          else "test top-1 with TTA (%), at the end (no validation split)")
             ax.set_title(f"{dataset}: against {'wall seconds' if kind == 'wall' else 'compute'}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")

@@ -104,3 +104,20 @@ def test_recipe_search_has_a_reference_per_dataset(rs):
     assert "superclass top-1" in text and "| **ref100** (reference) |" in text
     assert "| 74.00 | 84.00 |" in text and "| not read |  |" in text and "| 93.00 |  |" in text
     assert "superclass" not in rs.table([rows["cifar10", "ref10"]], chosen=None)
+
+
+def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path):
+    """Runs trained on every training image (no validation split, the chosen recipe's final scoring)
+    have no per-epoch curve: the plot's stars are their test top-1, and the plot is still drawn;
+    one run with a validation split brings the validation stars back."""
+    def full(candidate, test, cost, seed=0):
+        return {**fake_run(candidate, test, cost, seed=seed), "val_top1_no_tta": None, "val_top1_tta": None,
+                "curve": [], "compute_curve": []}
+    runs = [full("ref", 93.9, 900), full("ref", 94.1, 950, seed=1), full("cand", 93.7, 700)]
+    assert rs.star_key(runs) == "test_top1_tta"
+    with_val = {**fake_run("cand", 93.0, 700), "curve": [(100.0, 90.0)], "compute_curve": [(1.0, 90.0)]}
+    assert rs.star_key(runs + [with_val]) == "val_top1_tta"
+    rows = rs.summarize(runs, ["ref"])
+    assert [r["val_top1_tta"] for r in rows] == [None, None] and "| 94.00 ± 0.14 |" in rs.table(rows)
+    rs.plot(runs, rows, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 10_000
