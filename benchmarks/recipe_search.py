@@ -186,10 +186,12 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
     first_seed = {c: min((q["seed"] or 0) for q in runs if q["candidate"] == c) for c in candidates}
     for row_axes, dataset in zip(axes, datasets):
         target, cost_frac = TARGETS.get(dataset, (None, None))
+        mine = [r for r in runs if r["dataset"] == dataset]
+        star = star_key(mine)
+        # y range below / above the points: validation curves start far below their end, test stars do not
+        below, above = (6, 1) if star == "val_top1_tta" else (0.5, 0.3)
         for ax, kind in zip(row_axes, kinds):
             curve_key, end_key, xlabel = AXES[kind]
-            mine = [r for r in runs if r["dataset"] == dataset]
-            star = star_key(mine)
             tops = []
             for r in mine:
                 xs, ys = zip(*r[curve_key]) if r[curve_key] else ((), ())
@@ -210,7 +212,7 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
                 ax.axhline(target, color="grey", lw=0.8, ls=":")
                 tops.append(target)
             if tops:  # the end of training is what matters: the first epochs are far below
-                ax.set_ylim(min(tops) - (6 if star == "val_top1_tta" else 0.5), max(tops) + (1 if star == "val_top1_tta" else 0.3))
+                ax.set_ylim(min(tops) - below, max(tops) + above)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("validation top-1 (%): per epoch no TTA; star TTA" if star == "val_top1_tta"
                           else "test top-1 with TTA (%), at the end (no validation split)")

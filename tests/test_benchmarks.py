@@ -106,10 +106,10 @@ def test_recipe_search_has_a_reference_per_dataset(rs):
     assert "superclass" not in rs.table([rows["cifar10", "ref10"]], chosen=None)
 
 
-def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path):
+def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path, monkeypatch):
     """Runs trained on every training image (no validation split, the chosen recipe's final scoring)
-    have no per-epoch curve: the plot's stars are their test top-1, and the plot is still drawn;
-    one run with a validation split brings the validation stars back."""
+    have no per-epoch curve: the plot's stars are their test top-1 at their cost (and the axis says
+    so), and the plot is still written; one run with a validation split brings the validation stars back."""
     def full(candidate, test, cost, seed=0):
         return {**fake_run(candidate, test, cost, seed=seed), "val_top1_no_tta": None, "val_top1_tta": None,
                 "curve": [], "compute_curve": []}
@@ -119,5 +119,13 @@ def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path)
     assert rs.star_key(runs + [with_val]) == "val_top1_tta"
     rows = rs.summarize(runs, ["ref"])
     assert [r["val_top1_tta"] for r in rows] == [None, None] and "| 94.00 ± 0.14 |" in rs.table(rows)
+    from cifarlab.render.mpl import pyplot
+    plt = pyplot()
+    monkeypatch.setattr(plt, "close", lambda *a, **k: None)   # keep the figure to read its stars back
     rs.plot(runs, rows, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 10_000
+    ax = plt.gcf().axes[0]
+    stars = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
+    assert stars == [(700, 93.7), (900, 93.9), (950, 94.1)] and ax.get_ylabel().startswith("test top-1")
+    monkeypatch.undo()
+    plt.close("all")
