@@ -144,7 +144,7 @@ NAMED_RECIPES: dict[str, dict] = {
                  "training images) at 93.59 +- 0.18% with TTA (seeds 0, 1) against airbench94_muon_crop's 93.19 +- "
                  "0.08%, but on all 50 000 images it scores 93.74 +- 0.06% on test (seeds 0-2), level with "
                  "airbench94_muon_crop's 93.77 +- 0.06%, at 0.77x the cost of a reference run in the same session (0.75-0.81x "
-                 "per run; airbench94_muon_crop: 0.74x). The validation gain did not carry over to the test set. "
+                 "per run; airbench94_muon_crop: 0.75x in the sixth part). The validation gain did not carry over to the test set. "
                  "Kept for its lower peak memory (2.5 GiB against 3.45 on 50 000 images).",
         values=dict(epochs=8.0, img_sizes=[[0, 24], [4, 32]], downsize="crop", batch_size=1000, lr=0.17,
                     weight_decay=0.002),
