@@ -3,6 +3,12 @@ side: the weights ``benchmarks/recipe_search.py --side-costs`` uses to count a p
 run's compute in full-side epochs.
 
     python benchmarks/side_cost.py --dataset cifar10 --sides 32 24 20 16 --precision fp32
+    python benchmarks/side_cost.py --dataset cifar100 --sides 32 --precision bf16 \
+      --set 'model_kwargs={widths: [64, 256, 512], depth: 2, residual: true}'   # another network
+
+``--set KEY=VALUE`` changes the recipe as ``cifarlab train --set`` does, so the same script prices
+the networks of a widths/depth sweep against each other (one process per network: the peak RSS it
+prints, in GiB, is then that network's training step alone, without the dataset or evaluation).
 
 Each side: forward + backward + optimizer step of the recipe's network and optimizers on random
 data at the recipe's batch size, channels_last, malloc tuned as in training; the best of
@@ -12,12 +18,14 @@ uses their mean, so a drift of the machine's speed during the measurement shows.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
 import torch.nn.functional as F
 
 import cifarlab
+from cifarlab.config import parse_overrides
 from cifarlab.models import create_model
 from cifarlab.runtime import autocast, tune_malloc
 from cifarlab.training.optim import build_optimizers
@@ -48,10 +56,13 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a recipe key, as cifarlab train --set (e.g. model_kwargs={widths: [64, 256, 512]})")
     args = ap.parse_args()
     tune_malloc()
     torch.manual_seed(0)
     cfg = cifarlab.recipe_config(args.dataset)
+    cfg = cfg.update(parse_overrides(args.set), source="--set")
     if args.batch_size:
         cfg = cfg.update({"batch_size": args.batch_size})
     classes = 100 if args.dataset == "cifar100" else 10
@@ -65,7 +76,10 @@ def main() -> None:
           "|---:|---:|---:|---:|")
     for s, t in seconds:
         print(f"| {s} | {t:.2f} | {1000 * t / cfg.batch_size:.2f} | {t / ref:.2f} |")
-    print("\n--side-costs " + " ".join(f"{s}={t / ref:.2f}" for s, t in seconds[1:-1]) + f" {full}=1")
+    params = sum(p.numel() for p in model.parameters())
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
+    print(f"\n{cfg.model} {cfg.model_kwargs}: {params / 1e6:.2f} M parameters, peak RSS {peak_gib:.2f} GiB")
+    print("--side-costs " + " ".join(f"{s}={t / ref:.2f}" for s, t in seconds[1:-1]) + f" {full}=1")
 
 
 if __name__ == "__main__":
