@@ -14,8 +14,10 @@ trailing ``-s<seed>`` / ``-seed<seed>``):
 * the curve: validation top-1 without TTA after each epoch, at ``prep + training seconds so far``;
 * the end: validation top-1 with the run's TTA (from its cached predictions) and test top-1 with TTA;
 * ``compute`` (with ``--side-costs``): the training work in full-side epochs, each epoch weighted by
-  its side's measured step time; the machine's speed drifts between runs (up to 1.5x here), this
-  does not;
+  its side's measured step time (a last, partial epoch by its fraction: ``--epochs 11.8``); the
+  machine's speed drifts between runs (up to 1.5x here), this does not. ``--network-costs`` prices a
+  candidate whose network differs from the reference's (a widths/depth sweep): its full-side step
+  time relative to the reference network's, from ``benchmarks/side_cost.py --set model_kwargs=...``;
 * ``cost``: prep + training + test scoring seconds, what the recipe costs without a validation split
   (per-epoch validation and the validation TTA pass are selection costs, left out of the ratio, and
   the same for every candidate up to its number of epochs). ``wall`` is also given as measured.
@@ -67,10 +69,11 @@ def schedule_text(sides: list[int], data_side: int, downsize: str | None) -> str
     return text + (" crop" if downsize == "crop" and any(sd < data_side for sd in sides) else "")
 
 
-def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
+def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cost: float = 1.0) -> dict:
     """One finished run: its name, candidate, seed, per-epoch curve, costs and end accuracies.
     ``side_costs``: a training step's time at each side relative to the full side (measured on the
-    machine); gives ``compute``, the run's training work in full-side epochs."""
+    machine); gives ``compute``, the run's training work in full-side epochs of the reference's network.
+    ``network_cost``: a full-side step of this run's network relative to one of the reference's."""
     r = json.loads((path / "results.json").read_text())
     cfg = yaml.safe_load((path / "config.yaml").read_text())
     epochs = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -84,7 +87,10 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
     if preds is not None and preds.val_logits is not None:
         val_tta = 100.0 * float(np.mean(preds.val_logits.argmax(1) == preds.val_labels))
     sides = epoch_sides(cfg, len(epochs), r["data_side"])
-    units = [side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
+    units = [network_cost * side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
+    steps = [e.get("step") for e in epochs]   # cumulative optimizer steps at each epoch's end
+    if units and len(steps) > 1 and None not in steps and steps[-1] - steps[-2] < steps[0]:
+        units[-1] *= (steps[-1] - steps[-2]) / steps[0]   # a last, partial epoch counts its fraction
     compute = sum(units) if units else None
     compute_curve = [(sum(units[:i + 1]), e["val_top1"]) for i, e in enumerate(epochs) if "val_top1" in e] if units else []
     m = SEED_SUFFIX.search(path.name)
@@ -100,9 +106,16 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None) -> dict:
             "peak_rss_gib": r["peak_rss_bytes"] / 2**30}
 
 
-def read_runs(paths: list[str], side_costs: dict[int, float] | None = None) -> list[dict]:
-    """Every finished run directory under ``paths`` (a run, or a folder of runs)."""
-    return [read_run(q, side_costs) for q in finished_run_dirs(paths)]
+def read_runs(paths: list[str], side_costs: dict[int, float] | None = None,
+              network_costs: dict[str, float] | None = None) -> list[dict]:
+    """Every finished run directory under ``paths`` (a run, or a folder of runs); ``network_costs``:
+    candidate name -> its network's step time relative to the reference's (1 when not named)."""
+    network_costs = network_costs or {}
+    dirs = finished_run_dirs(paths)
+    unknown = set(network_costs) - {SEED_SUFFIX.sub("", q.name) for q in dirs}
+    if unknown:
+        raise SystemExit(f"--network-costs names {', '.join(sorted(unknown))}, which no run here is a seed of.")
+    return [read_run(q, side_costs, network_costs.get(SEED_SUFFIX.sub("", q.name), 1.0)) for q in dirs]
 
 
 def summarize(runs: list[dict], references: list[str]) -> list[dict]:
@@ -237,9 +250,14 @@ def main() -> None:
                     help="a training step's time at SIDE px relative to the full side, measured on this machine "
                          "(e.g. 16=0.29 24=0.57 32=1): adds each run's compute in full-side epochs, which does not "
                          "move with the machine's speed from run to run as wall seconds do")
+    ap.add_argument("--network-costs", nargs="+", default=[], metavar="CANDIDATE=RATIO",
+                    help="a candidate's full-side training step time relative to the reference network's, when "
+                         "its network differs (benchmarks/side_cost.py --set model_kwargs=...; e.g. w64-256-512=1.36): "
+                         "its compute is then counted in the reference network's epochs")
     args = ap.parse_args()
     side_costs = {int(k): float(v) for k, v in (a.split("=") for a in args.side_costs)}
-    runs = read_runs(args.runs, side_costs or None)
+    network_costs = {k: float(v) for k, v in (a.rsplit("=", 1) for a in args.network_costs)}
+    runs = read_runs(args.runs, side_costs or None, network_costs)
     rows = summarize(runs, args.reference)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,20 +33,26 @@ def test_recipe_benchmark_runs_and_records_a_curve(cifar10_dir, tmp_path):
 def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     """Two candidates, one progressively resized (16 then 32 px): the search table gives each one's
     validation curve, its compute in 32-px epochs from the side costs, the ratio to the reference,
-    and test top-1 only for the reference and the chosen; tta_levels scores every level."""
+    and test top-1 only for the reference and the chosen; tta_levels scores every level. A third
+    candidate, priced by --network-costs and stopped inside its second epoch, counts twice its steps."""
     import cifarlab
     from helpers import tiny_config
     runs = tmp_path / "search"
     cifarlab.train(tiny_config(cifar10_dir, val_size=50, epochs=2, tta=1), run_dir=runs / "ref-s0")
     cifarlab.train(tiny_config(cifar10_dir, val_size=50, epochs=3, tta=1, img_sizes=[[0, 16], [2, 32]]),
                    run_dir=runs / "prog-s0")
+    cifarlab.train(tiny_config(cifar10_dir, val_size=50, epochs=1.5, tta=1), run_dir=runs / "wide-s0")
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recipe_search.py"), str(runs), "--reference", "ref",
-                        "--side-costs", "16=0.25", "32=1", "--chosen", "--out", str(tmp_path / "out")],
+                        "--side-costs", "16=0.25", "32=1", "--network-costs", "wide=2", "--chosen",
+                        "--out", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     found = json.loads((tmp_path / "out" / "search.json").read_text())
     rows = {r["candidate"]: r for r in found["candidates"]}
     assert rows["ref"]["compute"] == 2.0 and rows["prog"]["compute"] == 1.5 and rows["prog"]["compute_ratio"] == 0.75
+    steps = [json.loads(line)["step"] for line in (runs / "wide-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 5]   # 3 steps an epoch on the tiny set: 1.5 epochs round up to 5 steps
+    assert rows["wide"]["epochs"] == 2 and rows["wide"]["compute"] == pytest.approx(2 * (1 + 2 / 3))
     prog = [r for r in found["runs"] if r["candidate"] == "prog"][0]
     assert prog["sides"] == [16, 16, 32] and len(prog["curve"]) == 3 and prog["seed"] == 0
     assert rows["prog"]["schedule"] == "2x16 + 1x32" and "| 2x16 + 1x32 |" in p.stdout
