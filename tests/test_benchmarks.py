@@ -53,6 +53,10 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     steps = [json.loads(line)["step"] for line in (runs / "wide-s0" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 5]   # 3 steps an epoch on the tiny set: 1.5 epochs round up to 5 steps
     assert rows["wide"]["epochs"] == 2 and rows["wide"]["compute"] == pytest.approx(2 * (1 + 2 / 3))
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recipe_search.py"), str(runs), "--reference", "ref",
+                          "--side-costs", "32=1", "--network-costs", "wdie=2", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--network-costs names wdie, which no run here is a seed of" in bad.stderr
     prog = [r for r in found["runs"] if r["candidate"] == "prog"][0]
     assert prog["sides"] == [16, 16, 32] and len(prog["curve"]) == 3 and prog["seed"] == 0
     assert rows["prog"]["schedule"] == "2x16 + 1x32" and "| 2x16 + 1x32 |" in p.stdout
