@@ -1,18 +1,20 @@
 """What each test-time augmentation level buys and costs for finished runs: top-1 and scoring
-seconds at TTA 0 (the image), 1 (+ mirror) and 2 (+ the mirrored pair shifted one pixel up-left
-and down-right; airbench's levels, :func:`cifarlab.data.augment.tta_views`).
+seconds at TTA 0 (the image), 1 (+ mirror), 2 (+ the mirrored pair shifted one pixel up-left
+and down-right; airbench's levels) and 3 (all four diagonal shifts); see
+:func:`cifarlab.data.augment.tta_views`.
 
-    python benchmarks/tta_levels.py RUN_DIR... [--splits val test] [--levels 0 1 2]
+    python benchmarks/tta_levels.py RUN_DIR... [--splits val test] [--levels 0 1 2 3]
 
 Validation is where a level is chosen (runs trained with ``--val-size``); test figures are for the
 record. Scoring seconds are the wall time of the forward passes over the split, single process,
-so they scale with the number of views (1, 2, 6). Prints a Markdown table.
+so they scale with the number of views (1, 2, 6, 10). Prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
+from cifarlab.config import TTA_LEVELS
 from cifarlab.data.augment import tta_view_count
 from cifarlab.evaluation.metrics import predict_logits
 from cifarlab.runtime import num_threads, tune_malloc
@@ -23,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["val", "test"])
-    ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2], choices=[0, 1, 2])
+    ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2], choices=TTA_LEVELS)
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     tune_malloc()

@@ -45,7 +45,7 @@ def test_flip_and_cutout():
 
 def test_tta_weights_sum_to_one_and_views_have_input_shape():
     x = torch.randn(2, 3, 32, 32)
-    for level, n in ((0, 1), (1, 2), (2, 6)):
+    for level, n in ((0, 1), (1, 2), (2, 6), (3, 10)):
         views = tta_views(x, level)
         assert len(views) == n and sum(w for w, _ in views) == pytest.approx(1.0)
         assert all(v.shape == x.shape for _, v in views)
@@ -64,6 +64,17 @@ def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
     assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])       # content moved one pixel up and left
     assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])       # the new edge is reflected, not zero
     assert torch.equal(down_right_mirror, down_right.flip(-1)) and torch.equal(up_left_mirror, up_left.flip(-1))
+
+
+def test_tta_level_3_adds_the_other_two_diagonal_shifts_to_level_2():
+    x = torch.randn(2, 3, 8, 8)
+    two, three = tta_views(x, 2), tta_views(x, 3)
+    assert [w for w, _ in three] == [0.25, 0.25] + [0.0625] * 8
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(two, three))   # the same views, in the same order
+    down_left, down_left_mirror, up_right, up_right_mirror = (v for _, v in three[6:])
+    assert torch.equal(down_left[..., 1:, :-1], x[..., :-1, 1:])     # content moved one pixel down and left
+    assert torch.equal(up_right[..., :-1, 1:], x[..., 1:, :-1])      # content moved one pixel up and right
+    assert torch.equal(down_left_mirror, down_left.flip(-1)) and torch.equal(up_right_mirror, up_right.flip(-1))
 
 
 def test_train_batches_shape_dtype_and_augmentation_range():

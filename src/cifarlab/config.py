@@ -18,6 +18,7 @@ import yaml
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
+TTA_LEVELS = (0, 1, 2, 3)                    # test-time augmentation levels: cifarlab.data.augment.tta_views
 
 # Keys whose change leaves a saved training state (and a finished run's result) meaningful:
 # where things are read or shown, not what is computed.
@@ -143,7 +144,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int | None = None          # torch intra-op threads; None = torch default
     # --- evaluation and control
-    tta: int = 2                        # 0 none, 1 mirror, 2 mirror + 1-pixel translations
+    tta: int = 2                        # 0 none, 1 mirror, 2 mirror + 2 diagonal 1-pixel shifts, 3 all 4 (TTA_LEVELS)
     eval_batch_size: int = 2000         # images per batch at evaluation and prediction
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
@@ -200,7 +201,7 @@ class TrainConfig:
              f"schedule must be linear, cosine, onecycle or constant (got {self.schedule!r}).")
         need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
         need(self.precision in ("bf16", "fp32"), f"precision must be bf16 or fp32 (got {self.precision!r}).")
-        need(self.tta in (0, 1, 2), f"tta must be 0, 1 or 2 (got {self.tta}).")
+        need(self.tta in TTA_LEVELS, f"tta must be one of {', '.join(map(str, TTA_LEVELS))} (got {self.tta}).")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
         need(0 <= self.warmup_epochs < self.epochs,
              f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..config import parse_overrides
+from ..config import TTA_LEVELS, parse_overrides
 from .show import print_predictions
 
 
@@ -37,7 +37,7 @@ def add_analysis_parsers(sub, verbosity) -> None:
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory, or a checkpoint .safetensors alone")
     p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--tta", type=int, default=None, choices=[0, 1, 2], help="override the run's TTA level")
+    p.add_argument("--tta", type=int, default=None, choices=TTA_LEVELS, help="override the run's TTA level")
     p.add_argument("--policy", default=None, choices=["center-crop", "pad"],
                    help="how an image of another size becomes the run's size (default: the run's resize_policy)")
     fmt = p.add_mutually_exclusive_group()

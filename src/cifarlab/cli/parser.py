@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..version import __version__
-from ..config import STRATEGIES
+from ..config import STRATEGIES, TTA_LEVELS
 from ..config_help import config_keys
 from ..recipes import recipe_config
 
@@ -20,7 +20,7 @@ FLAGS = {"dataset": str, "data_dir": str, "recipe": str, "model": str, "epochs":
          "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
          "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
          "cutmix": float, "trainable_stages": int, "random_resized_crop": float, "auto_augment": str}
-CHOICES = {"precision": ["bf16", "fp32"], "optimizer": ["muon", "sgd", "adamw"], "tta": [0, 1, 2],
+CHOICES = {"precision": ["bf16", "fp32"], "optimizer": ["muon", "sgd", "adamw"], "tta": list(TTA_LEVELS),
            "strategy": list(STRATEGIES), "auto_augment": ["none", "trivialaugment"],
            "schedule": ["linear", "cosine", "onecycle", "constant"]}
 SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patience": "--early-stopping",
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="rescore a run; write its confusion matrix and per-class table")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    e.add_argument("--tta", type=int, default=None, choices=[0, 1, 2], help="override the run's TTA level")
+    e.add_argument("--tta", type=int, default=None, choices=TTA_LEVELS, help="override the run's TTA level")
     e.add_argument("--data-dir", default=None)
     k = sub.add_parser("calibrate", help="fit temperature scaling on a run's validation predictions",
                        description="Fit one temperature on the run's validation predictions (Guo et al. 2017) "

@@ -25,7 +25,7 @@ def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0, pro
     Args:
         batches: iterable of float (B, 3, H, W) normalized images and int64 (B,) labels.
         ctx: zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
-        tta: 0/1/2, see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
+        tta: a level in ``TTA_LEVELS`` (0-3), see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
         progress: a label for a progress bar over the batches (None: no bar).
 
     Returns:
