@@ -52,10 +52,12 @@ RECIPES: dict[str, dict] = {
     ),
     # CIFAR-100: the same machinery with the deeper residual variant and longer training. Chosen to
     # fit the 20-minute / 3 GiB budget of the 2-core CPU (measured 721 training images/s and 2.2 GiB
-    # for this net at batch 1000, so ~16 epochs fit), not swept: see BENCHMARKS.md. Issue 14's search
+    # for this net at batch 1000, so ~16 epochs fit); see BENCHMARKS.md. Issue 14's search
     # (45 000 training images, bf16 on a 2-vCPU AMD EPYC, seed 0) measured it at 75.38% validation and
     # 75.20% test top-1 with TTA, 2.58 GiB; the same compute spent as 20 epochs, the first 9 on random
-    # 24-px crops, gave 75.60% / 75.16%: level, so it stays ("Recipe search, CIFAR-100").
+    # 24-px crops, gave 75.60% / 75.16%: level, so it stays ("Recipe search, CIFAR-100"). At the same
+    # compute, the other widths and depths within 3 GiB (48/192/192, 64/256/512, depth 3, 64/384/384
+    # depth 1) all scored 0.5-2.2 points lower on validation ("eighth part", "ninth part").
     "cifar100": dict(
         model="airbench_res",
         model_kwargs={"widths": [64, 256, 256], "depth": 2, "residual": True},
