@@ -144,7 +144,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     threads: int | None = None          # torch intra-op threads; None = torch default
     # --- evaluation and control
-    tta: int = 2                        # 0 none, 1 mirror, 2 mirror + 2 diagonal 1-pixel shifts, 3 all 4 (TTA_LEVELS)
+    tta: int = 2                        # 0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)
     eval_batch_size: int = 2000         # images per batch at evaluation and prediction
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
