@@ -46,9 +46,12 @@ from time_to_accuracy import finished_run_dirs  # benchmarks/, beside this scrip
 SEED_SUFFIX = re.compile(r"-(?:s|seed)(\d+)$")
 
 
-def candidate_name(run_name: str) -> str:
-    """The candidate a run directory is a seed of: its name less a trailing ``-s<seed>`` / ``-seed<seed>``."""
-    return SEED_SUFFIX.sub("", run_name)
+def split_run_name(run_name: str) -> tuple[str, int | None]:
+    """(candidate, seed) of a run directory's name: ``prog-8ep-s1`` -> ``("prog-8ep", 1)``; a name
+    without a trailing ``-s<seed>`` / ``-seed<seed>`` is its own candidate, seed None."""
+    m = SEED_SUFFIX.search(run_name)
+    return (run_name[:m.start()], int(m.group(1))) if m else (run_name, None)
+
 
 # issue 14's targets per dataset: (test top-1 with TTA, %, mean of 3 seeds; the most cost allowed, as a
 # fraction of the dataset's reference run side by side). Drawn on the plot.
@@ -98,9 +101,8 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
         units[-1] *= (steps[-1] - steps[-2]) / steps[0]   # a last, partial epoch counts its fraction
     compute = sum(units) if units else None
     compute_curve = [(sum(units[:i + 1]), e["val_top1"]) for i, e in enumerate(epochs) if "val_top1" in e] if units else []
-    m = SEED_SUFFIX.search(path.name)
-    return {"run": path.name, "candidate": candidate_name(path.name),
-            "seed": int(m.group(1)) if m else None, "dataset": r["dataset"], "epochs": len(epochs),
+    candidate, seed = split_run_name(path.name)
+    return {"run": path.name, "candidate": candidate, "seed": seed, "dataset": r["dataset"], "epochs": len(epochs),
             "tta": r["tta"], "train_images": r["train_images"], "curve": curve, "sides": sides, "compute": compute,
             "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize")), "batch_size": cfg["batch_size"],
             "compute_curve": compute_curve,
@@ -117,10 +119,10 @@ def read_runs(paths: list[str], side_costs: dict[int, float] | None = None,
     candidate name -> its network's step time relative to the reference's (1 when not named)."""
     network_costs = network_costs or {}
     dirs = finished_run_dirs(paths)
-    unknown = set(network_costs) - {candidate_name(q.name) for q in dirs}
+    unknown = set(network_costs) - {split_run_name(q.name)[0] for q in dirs}
     if unknown:
         raise SystemExit(f"--network-costs names {', '.join(sorted(unknown))}, which no run here is a seed of.")
-    return [read_run(q, side_costs, network_costs.get(candidate_name(q.name), 1.0)) for q in dirs]
+    return [read_run(q, side_costs, network_costs.get(split_run_name(q.name)[0], 1.0)) for q in dirs]
 
 
 def summarize(runs: list[dict], references: list[str]) -> list[dict]:

@@ -83,13 +83,13 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# The crop recipe's keys, shared by airbench94_muon_crop and its batch-1000 variant.
+_CROP_8EP = dict(epochs=8.0, img_sizes=[[0, 24], [4, 32]], downsize="crop")
+
 # Named recipes: a dataset's recipe with some keys changed, chosen with ``--recipe NAME`` (config key
 # ``recipe``), listed by ``cifarlab config recipes``. Each names the dataset recipe it changes
 # (``base``), why it exists (``reason``, with its source) and what it measured (``measured``, the
 # figures and where BENCHMARKS.md records them). Flags, --set and config files still win over it.
-# The crop recipe's keys, shared by airbench94_muon_crop and its batch-1000 variant.
-_CROP_8EP = dict(epochs=8.0, img_sizes=[[0, 24], [4, 32]], downsize="crop")
-
 NAMED_RECIPES: dict[str, dict] = {
     "airbench94_muon": dict(
         base="cifar10",
