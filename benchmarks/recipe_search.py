@@ -119,10 +119,11 @@ def read_runs(paths: list[str], side_costs: dict[int, float] | None = None,
     candidate name -> its network's step time relative to the reference's (1 when not named)."""
     network_costs = network_costs or {}
     dirs = finished_run_dirs(paths)
-    unknown = set(network_costs) - {split_run_name(q.name)[0] for q in dirs}
+    candidates = [split_run_name(q.name)[0] for q in dirs]
+    unknown = set(network_costs) - set(candidates)
     if unknown:
         raise SystemExit(f"--network-costs names {', '.join(sorted(unknown))}, which no run here is a seed of.")
-    return [read_run(q, side_costs, network_costs.get(split_run_name(q.name)[0], 1.0)) for q in dirs]
+    return [read_run(q, side_costs, network_costs.get(c, 1.0)) for q, c in zip(dirs, candidates)]
 
 
 def summarize(runs: list[dict], references: list[str]) -> list[dict]:
