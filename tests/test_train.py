@@ -16,7 +16,7 @@ from cifarlab.runs import Run
 from cifarlab.cli import main as cli_main
 from cifarlab.runs import RunDirError
 from helpers import StopAt, tiny_config
-from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, load_weights, lr_multiplier
+from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, load_weights, lr_multiplier, Schedule
 from cifarlab.models import list_models, model_cfg
 from cifarlab.training import CheckpointError
 from cifarlab.workflow import load_cached_predictions
@@ -267,6 +267,34 @@ def test_lr_schedules():
     peak = max(lr_multiplier(s, 100, 0, "onecycle", 0.0) for s in range(100))
     assert peak == pytest.approx(1.0, abs=1e-3) and lr_multiplier(0, 100, 0, "onecycle", 0.0) == pytest.approx(0.04)
     assert math.isclose(lr_multiplier(99, 100, 0, "constant", 0.0), 1.0)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_steps():
+    # 100 steps, 10 of warmup, decay over the last 40: peak from step 9 to step 60, zero at the end
+    m = [lr_multiplier(s, 100, 10, "linear", 0.0, decay=40) for s in range(101)]
+    assert m[0] == pytest.approx(0.1) and m[9] == 1.0
+    assert all(x == 1.0 for x in m[9:61]) and m[61] < 1.0
+    assert m[80] == pytest.approx(0.5) and m[100] == 0.0
+    assert lr_multiplier(80, 100, 0, "cosine", 0.0, decay=40) == pytest.approx(0.5)
+    # decay=0 is the plain schedule; a decay longer than what follows warmup starts after warmup
+    assert lr_multiplier(30, 100, 0, "linear", 0.0, decay=0) == pytest.approx(0.7)
+    assert lr_multiplier(30, 100, 10, "linear", 0.0, decay=500) == lr_multiplier(30, 100, 10, "linear", 0.0)
+    # the training loop turns decay_epochs into steps: the optimizers see the held peak
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([dict(params=[w], lr=0.5, name="head")], lr=0.5)
+    sched = Schedule([opt], total_steps=20, warmup_steps=0, schedule="linear", final_frac=0.0, decay_steps=10)
+    sched.set(9)
+    assert opt.param_groups[0]["lr"] == 0.5
+    sched.set(15)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_decay_epochs_is_checked_against_the_run_and_the_schedule():
+    with pytest.raises(ConfigError, match="decay_epochs"):
+        TrainConfig(epochs=8, warmup_epochs=1, decay_epochs=7.5).validate()
+    with pytest.raises(ConfigError, match="linear and cosine"):
+        TrainConfig(epochs=8, schedule="onecycle", decay_epochs=4).validate()
+    assert TrainConfig(epochs=8, decay_epochs=4).validate().decay_epochs == 4
 
 
 def test_progress_bar_shows_epoch_loss_accuracy_and_throughput(cifar10_dir, tmp_path, capsys):

@@ -58,7 +58,8 @@ class Trainer:
         self.strategy = Strategy.from_config(model, cfg, self.spe)
         self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales)
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
-                                 cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe))
+                                 cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe),
+                                 decay_steps=round(cfg.decay_epochs * self.spe))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                     if cfg.ema else None)
         self.eval_model = self.ema.module if self.ema is not None else model

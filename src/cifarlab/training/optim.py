@@ -148,13 +148,15 @@ def build_optimizers(model: nn.Module, cfg, params: set | None = None,
     return [torch.optim.AdamW(all_groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))]
 
 
-def lr_multiplier(step: int, total: int, warmup: int, schedule: str, final_frac: float) -> float:
+def lr_multiplier(step: int, total: int, warmup: int, schedule: str, final_frac: float, decay: int = 0) -> float:
     """Schedule multiplier in [0, 1] at optimizer step ``step`` of ``total``.
 
     linear / cosine: linear warmup from 0 over ``warmup`` steps, then linear or cosine decay to
-    ``final_frac``. onecycle: Smith & Topin 2017 (arXiv:1708.07120) in its cosine form: cosine
-    warmup from 1/25 (default 30% of steps when ``warmup`` is 0), cosine anneal to ``final_frac``.
-    constant: 1 after warmup.
+    ``final_frac``. With ``decay`` > 0 steps the peak is held until the last ``decay`` steps and the
+    decay happens there: warmup-stable-decay (Hu et al. 2024, MiniCPM, arXiv:2404.06395; Hägele et al.
+    2024, arXiv:2405.18392). onecycle: Smith & Topin 2017 (arXiv:1708.07120) in its cosine form:
+    cosine warmup from 1/25 (default 30% of steps when ``warmup`` is 0), cosine anneal to
+    ``final_frac``. constant: 1 after warmup.
     """
     if schedule == "onecycle":
         warm = warmup or max(1, int(0.3 * total))
@@ -166,7 +168,8 @@ def lr_multiplier(step: int, total: int, warmup: int, schedule: str, final_frac:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    start = max(warmup, total - decay) if decay > 0 else warmup
+    frac = min(1.0, max(0, step - start) / max(1, total - start))
     if schedule == "linear":
         return 1 - (1 - final_frac) * frac
     return final_frac + (1 - final_frac) * (1 + math.cos(math.pi * frac)) / 2
@@ -180,8 +183,8 @@ class Schedule:
     """
 
     def __init__(self, optimizers, total_steps: int, warmup_steps: int, schedule: str, final_frac: float,
-                 whiten_steps: int = 0):
-        self.optimizers, self.total, self.warmup = optimizers, total_steps, warmup_steps
+                 whiten_steps: int = 0, decay_steps: int = 0):
+        self.optimizers, self.total, self.warmup, self.decay = optimizers, total_steps, warmup_steps, decay_steps
         self.whiten_steps = whiten_steps
         self.schedule, self.final_frac = schedule, final_frac
         for opt in optimizers:
@@ -189,7 +192,7 @@ class Schedule:
                 gr.setdefault("initial_lr", gr["lr"])
 
     def multiplier(self, step: int) -> float:
-        return lr_multiplier(step, self.total, self.warmup, self.schedule, self.final_frac)
+        return lr_multiplier(step, self.total, self.warmup, self.schedule, self.final_frac, self.decay)
 
     def set(self, step: int) -> float:
         m = self.multiplier(step)
