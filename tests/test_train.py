@@ -16,7 +16,7 @@ from cifarlab.runs import Run
 from cifarlab.cli import main as cli_main
 from cifarlab.runs import RunDirError
 from helpers import StopAt, tiny_config
-from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, load_weights, lr_multiplier, Schedule
+from cifarlab.training import TrainingDiverged, TrainingInterrupted, load_train_state, load_weights, lr_multiplier
 from cifarlab.models import list_models, model_cfg
 from cifarlab.training import CheckpointError
 from cifarlab.workflow import load_cached_predictions
@@ -279,14 +279,16 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_steps():
     # decay=0 is the plain schedule; a decay longer than what follows warmup starts after warmup
     assert lr_multiplier(30, 100, 0, "linear", 0.0, decay=0) == pytest.approx(0.7)
     assert lr_multiplier(30, 100, 10, "linear", 0.0, decay=500) == lr_multiplier(30, 100, 10, "linear", 0.0)
-    # the training loop turns decay_epochs into steps: the optimizers see the held peak
-    w = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.SGD([dict(params=[w], lr=0.5, name="head")], lr=0.5)
-    sched = Schedule([opt], total_steps=20, warmup_steps=0, schedule="linear", final_frac=0.0, decay_steps=10)
-    sched.set(9)
-    assert opt.param_groups[0]["lr"] == 0.5
-    sched.set(15)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_decay_epochs_holds_the_peak_lr_in_a_training_run(cifar10_dir, tmp_path):
+    # 3 epochs, decay over the last 1: the lr set at the last step of epochs 1 and 2 is still the peak
+    cifarlab.train(tiny_config(cifar10_dir, decay_epochs=1, tta=0), run_dir=tmp_path / "run")
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    spe = epochs[0]["step"]
+    assert [e["lr_mult"] for e in epochs[:2]] == [1.0, 1.0]
+    assert epochs[2]["lr_mult"] == pytest.approx(1 / spe)
+    assert epochs[0]["lr"]["filters"] == pytest.approx(0.24)
 
 
 def test_decay_epochs_is_checked_against_the_run_and_the_schedule():
