@@ -135,8 +135,7 @@ class TrainConfig:
     schedule: str = "linear"            # linear | cosine | onecycle | constant
     warmup_epochs: float = 0.0          # linear warmup from 0 to the peak lr, in epochs
     final_lr_frac: float = 0.0          # lr at the end as a fraction of the peak
-    decay_epochs: float = 0.0           # linear/cosine: hold the peak lr, then decay over only the last this many
-                                        # epochs (warmup-stable-decay); 0 = decay over the whole run after warmup
+    decay_epochs: float = 0.0           # linear/cosine: peak lr held, then decayed over the last N epochs (warmup-stable-decay); 0 = whole run
     whiten_bias_epochs: float = 3.0     # the whitening bias trains this long, then is frozen
     ema: bool = False                   # keep an exponential moving average of the weights
     ema_decay: float = 0.99             # EMA decay per step
@@ -207,12 +206,10 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
         need(0 <= self.warmup_epochs < self.epochs,
              f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")
-        need(0 <= self.decay_epochs <= self.epochs - self.warmup_epochs,
-             f"decay_epochs ({self.decay_epochs}) must be >= 0 and at most epochs - warmup_epochs "
-             f"({self.epochs - self.warmup_epochs:g}); 0 decays over the whole run.")
-        need(self.decay_epochs == 0 or self.schedule in ("linear", "cosine"),
-             f"decay_epochs applies to the linear and cosine schedules, not {self.schedule!r}: set "
-             f"--set schedule=linear or decay_epochs=0.")
+        need(0 <= self.decay_epochs <= self.epochs - self.warmup_epochs, f"decay_epochs ({self.decay_epochs}) must be in "
+             f"[0, epochs - warmup_epochs = {self.epochs - self.warmup_epochs:g}]; 0 decays over the whole run.")
+        need(self.decay_epochs == 0 or self.schedule in ("linear", "cosine"), f"decay_epochs applies to the linear and "
+             f"cosine schedules, not {self.schedule!r}: set --set schedule=linear or decay_epochs=0.")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (got {self.ema_decay}).")
         for name in ("lr", "bias_lr", "head_lr"):
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
