@@ -292,8 +292,9 @@ def test_decay_epochs_holds_the_peak_lr_in_a_training_run(cifar10_dir, tmp_path)
 
 
 def test_decay_epochs_is_checked_against_the_run_and_the_schedule():
-    with pytest.raises(ConfigError, match="decay_epochs"):
+    with pytest.raises(ConfigError, match=r"decay_epochs \(7.5\) must be in \[0, epochs - warmup_epochs = 7\]"):
         TrainConfig(epochs=8, warmup_epochs=1, decay_epochs=7.5).validate()
+    assert TrainConfig(epochs=8, warmup_epochs=1, decay_epochs=7).validate().decay_epochs == 7   # the bound is inclusive
     with pytest.raises(ConfigError, match="linear and cosine"):
         TrainConfig(epochs=8, schedule="onecycle", decay_epochs=4).validate()
     assert TrainConfig(epochs=8, decay_epochs=4).validate().decay_epochs == 4
