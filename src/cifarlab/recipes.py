@@ -142,8 +142,8 @@ NAMED_RECIPES: dict[str, dict] = {
                  "the reference's 94.22 +- 0.05%, at 0.75x its cost (0.73-0.78x paired): issue 14's 94.0% missed "
                  "by 0.23 points ('sixth part'). Its schedule and smoothing stay: label smoothing 0.3 scored 93.69 +- "
                  "0.14% on 50 000 images (seeds 0-2, 0.76x a reference run beside it), and holding the peak lr through "
-                 "the 24-px epochs gave +0.01 on validation ('twelfth part'). An 8-px cutout cost 0.49 points on validation "
-                 "('thirteenth part').",
+                 "the 24-px epochs gave +0.01 on validation ('twelfth part'). An 8-px cutout cost 0.49 points on "
+                 "validation ('thirteenth part').",
         values=_CROP_8EP,
     ),
     "airbench94_muon_crop_bs1000": dict(
