@@ -17,6 +17,7 @@ then); an epoch interrupted in one process and resumed in several is counted exa
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +64,7 @@ def sum_across(values: list[float], env: DistEnv) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (identity in one process)."""
     if not env.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return t.cpu().tolist()
+    return _all_reduce(torch.tensor(values, dtype=torch.float64, device=_device())).cpu().tolist()
 
 
 def broadcast_object(obj, env: DistEnv):
@@ -80,11 +77,40 @@ def broadcast_object(obj, env: DistEnv):
 
 
 def barrier(env: DistEnv) -> None:
+    """Wait until every rank gets here (an all-reduce of one number: see :func:`_all_reduce`)."""
     if env.enabled:
-        dist.barrier()
+        _all_reduce(torch.zeros(1, device=_device()))
 
 
 def shutdown(env: DistEnv) -> None:
+    """Wait for every rank, then leave the process group: the last collective of a run."""
     if env.enabled and dist.is_initialized():
-        dist.barrier()
+        barrier(env)
         dist.destroy_process_group()
+
+
+def _device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+def _all_reduce(t: torch.Tensor, timeout: float = 60.0) -> torch.Tensor:
+    """``dist.all_reduce(t)`` (sum, in place) that returns only once the backend has let go of ``t``.
+
+    A collective returns on the calling thread while the backend's worker thread still holds the
+    finished work, and its tensors, for a moment. If the interpreter shuts down in that moment, the
+    worker's release of a Python-visible tensor needs the GIL and aborts the process ("terminate
+    called without an active exception", gloo, torch 2.15; the failure pytorch/pytorch#179291
+    describes). ``destroy_process_group`` does not close the window: once DDP has been used, the
+    process group and its worker threads outlive it. So every collective of ours waits (at most
+    ``timeout`` seconds, about a millisecond in practice) until ``t``'s reference count is back to
+    what it was; ``benchmarks/ddp_exit.py`` measures the aborts with and without this. On nccl
+    (whose work objects the window has not been seen on) it is a plain all-reduce.
+    """
+    alone = t._use_count()
+    dist.all_reduce(t)
+    if dist.get_backend() != "gloo":
+        return t
+    deadline = time.monotonic() + timeout
+    while t._use_count() > alone and time.monotonic() < deadline:
+        time.sleep(0.001)  # releases the GIL, which the worker needs to free the work
+    return t
