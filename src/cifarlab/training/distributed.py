@@ -77,9 +77,15 @@ def broadcast_object(obj, env: DistEnv):
 
 
 def barrier(env: DistEnv) -> None:
-    """Wait until every rank gets here (an all-reduce of one number: see :func:`_all_reduce`)."""
-    if env.enabled:
-        _all_reduce(torch.zeros(1, device=_device()))
+    """Wait until every rank gets here. On gloo an all-reduce of one number that waits for the
+    backend to let go of it (see :func:`_all_reduce`); on nccl ``dist.barrier()``, which also waits
+    for the device (an nccl all-reduce returns to the host before it runs)."""
+    if not env.enabled:
+        return
+    if dist.get_backend() == "gloo":
+        _all_reduce(torch.zeros(1))
+    else:
+        dist.barrier()
 
 
 def shutdown(env: DistEnv) -> None:
