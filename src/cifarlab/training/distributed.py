@@ -109,14 +109,15 @@ def _all_reduce(t: torch.Tensor, timeout: float = 60.0) -> torch.Tensor:
     describes). ``destroy_process_group`` does not close the window: once DDP has been used, the
     process group and its worker threads outlive it. So every collective of ours waits (at most
     ``timeout`` seconds, about a millisecond in practice) until ``t``'s reference count is back to
-    what it was; ``benchmarks/ddp_exit.py`` measures the aborts with and without this. On nccl
-    (whose work objects the window has not been seen on) it is a plain all-reduce.
+    what it was; ``benchmarks/ddp_exit.py`` measures the aborts with and without this. On nccl,
+    where this abort has not been observed (nor looked for: no GPU here), it is a plain all-reduce.
     """
-    alone = t._use_count()
+    uses = getattr(t, "_use_count", None)  # a private Tensor method (torch 2.x); without it, no wait
+    alone = uses() if uses else 0
     dist.all_reduce(t)
-    if dist.get_backend() != "gloo":
+    if dist.get_backend() != "gloo" or uses is None:
         return t
     deadline = time.monotonic() + timeout
-    while t._use_count() > alone and time.monotonic() < deadline:
+    while uses() > alone and time.monotonic() < deadline:
         time.sleep(0.001)  # releases the GIL, which the worker needs to free the work
     return t
