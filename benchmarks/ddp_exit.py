@@ -50,8 +50,10 @@ def spin() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--exit-via", choices=("barrier", "cifarlab"), default="cifarlab")
-    ap.add_argument("--launches", type=int, default=20)
+    ap.add_argument("--exit-via", choices=("barrier", "cifarlab"), default="cifarlab",
+                    help="end each run the old way (plain all-reduce + dist.barrier) or with cifarlab's "
+                         "sum_across + shutdown (default)")
+    ap.add_argument("--launches", type=int, default=20, help="torchrun launches (default 20, about 8 s each)")
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="busy-loop processes (default: one per CPU)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
