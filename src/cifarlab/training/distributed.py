@@ -64,7 +64,8 @@ def sum_across(values: list[float], env: DistEnv) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (identity in one process)."""
     if not env.enabled:
         return values
-    return _all_reduce(torch.tensor(values, dtype=torch.float64, device=_device())).cpu().tolist()
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    return _all_reduce(torch.tensor(values, dtype=torch.float64, device=device)).cpu().tolist()
 
 
 def broadcast_object(obj, env: DistEnv):
@@ -93,10 +94,6 @@ def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         barrier(env)
         dist.destroy_process_group()
-
-
-def _device() -> str:
-    return "cuda" if dist.get_backend() == "nccl" else "cpu"
 
 
 def _all_reduce(t: torch.Tensor, timeout: float = 60.0) -> torch.Tensor:
