@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import cifarlab
-from cifarlab._malloc import tune_malloc
+from cifarlab.runtime import tune_malloc
 from cifarlab.models import create_model
 from cifarlab.training import build_optimizers
 
@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--side", type=int, default=32, help="input side in px (24: a crop epoch of the crop recipe)")
     ap.add_argument("--no-malloc-tuning", action="store_true")
     args = ap.parse_args()
     if not args.no_malloc_tuning:
@@ -49,7 +50,7 @@ def main() -> int:
     model = create_model(cfg.model, nc, **(cfg.model_kwargs if args.model == cifarlab.recipe_config(args.dataset).model else {}))
     model = model.to(memory_format=torch.channels_last)
     opts = build_optimizers(model, cfg)
-    x = torch.randn(args.batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(args.batch_size, 3, args.side, args.side).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, nc, (args.batch_size,))
 
     def step():
@@ -77,7 +78,7 @@ def main() -> int:
         if ev.key.startswith("aten::"):
             totals[family(ev.key[6:])] += ev.self_cpu_time_total / 1e6 / 2
     total = sum(totals.values())
-    print(f"model {args.model}, batch {args.batch_size}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+    print(f"model {args.model}, batch {args.batch_size}, side {args.side} px, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"malloc tuning {'off' if args.no_malloc_tuning else 'on'}")
     print(f"training: {best:.0f} images/s (best step), inference: {infer:.0f} images/s, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB\n")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from .conv_grad import conv3x3_gemm_grad, use_gemm_weight_grad
 
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
@@ -40,6 +41,13 @@ class DiracConv(nn.Conv2d):
         super().reset_parameters()
         w = self.weight.data
         nn.init.dirac_(w[: w.size(1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, H, W). Training on CPU with small maps takes the faster weight
+        gradient of :mod:`cifarlab.models.conv_grad`; evaluation and export take ``nn.Conv2d``'s path."""
+        if self.training and self.weight.requires_grad and torch.is_grad_enabled() and use_gemm_weight_grad(x):
+            return conv3x3_gemm_grad(x, self.weight)
+        return super().forward(x)
 
 
 class ConvGroup(nn.Module):
