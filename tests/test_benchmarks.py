@@ -139,3 +139,18 @@ def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path,
     assert stars == [(700, 93.7), (900, 93.9), (950, 94.1)] and ax.get_ylabel().startswith("test top-1")
     monkeypatch.undo()
     plt.close("all")
+
+
+@pytest.mark.parametrize("script,args,expect", [
+    ("conv_weight_grad.py", ["--channels", "4", "--sides", "3", "2", "--batches", "2", "--repeats", "1"],
+     "| matrix product (ms) |"),
+    ("profile_step.py", ["--batch-size", "8", "--steps", "1", "--side", "24"], "| operator family |"),
+])
+def test_step_benchmarks_run_on_tiny_inputs(script, args, expect):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert expect in p.stdout
+    if script == "conv_weight_grad.py":   # the two gradients agree on every row (last column: max rel. diff)
+        rows = [r for r in p.stdout.splitlines() if r.startswith("| bf16") or r.startswith("| fp32")]
+        assert len(rows) == 4 and all(float(r.split("|")[-2]) < 2e-2 for r in rows)

@@ -2,10 +2,10 @@
 
 On a 2-vCPU Intel Xeon with AMX-BF16 (torch 2.15, oneDNN), the weight gradient of airbench's
 256->256 3x3 convolutions at batch 2000 in bf16 takes 3-7x the time of the same convolution's
-forward pass, though it is the same number of multiply-adds: 140 ms against 38 ms on 5x5 maps,
-103 ms against 13 ms on 3x3, 85 ms against 13 ms on 2x2. Those small maps are the last conv
-group's, and they are why a 24-px training step costs 0.66 of a 32-px one there instead of
-(24/32)^2 (BENCHMARKS.md, "A faster weight gradient for small feature maps").
+forward pass, though it is the same number of multiply-adds: 141 ms against 38 ms on 5x5 maps,
+103 ms against 14 ms on 3x3, 88 ms against 13 ms on 2x2 (``benchmarks/conv_weight_grad.py``).
+Those small maps are the last conv groups', and they are why a 24-px training step cost 0.68 of a
+32-px one there, not (24/32)^2 (BENCHMARKS.md, "A faster weight gradient for small feature maps").
 
 Written as one matrix product instead, the weight gradient runs at the forward pass's rate: with
 x zero-padded by one pixel, dW[o, i, u, v] = sum over (b, h, w) of g[b, o, h, w] * x[b, i, h+u, w+v],
@@ -13,11 +13,12 @@ so stacking the nine shifted copies of x along channels (im2col in channels-last
 dW = G (O x BHW) @ cols (BHW x 9I). Building ``cols`` writes 9x the input's bytes, which is cheap
 for small maps and not for large ones, so the product is used only for maps of at most
 :data:`MAX_GEMM_PIXELS` pixels (5x5); larger ones keep oneDNN's kernel. In fp32 oneDNN's kernel is
-level with the product or faster (94 against 98 ms on 3x3, 219 against 269 on 5x5), so fp32 keeps it.
+level with the product on 2x2-3x3 maps and faster on 5x5 (218 against 262 ms), so fp32 keeps it.
+Measured on that CPU only: ``CIFARLAB_CONV_WGRAD=native`` is the way back on one where it loses.
 
 ``CIFARLAB_CONV_WGRAD=native`` turns the product off (``gemm``: use it for every map size, for
 benchmarks). It changes only how the gradient is summed: the values match oneDNN's to bf16's
-rounding (relative difference below 2e-4 in bf16, 1e-6 in fp32).
+rounding (largest difference 2e-3 to 4e-3 of the largest entry in bf16, 3e-6 in fp32).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-#: Largest feature map (H*W) whose weight gradient uses the matrix product: 5x5 gained 140 -> 80 ms,
-#: 7x7 lost (176 -> 200 ms) on the AMX Xeon at batch 2000 in bf16.
+#: Largest feature map (H*W) whose weight gradient uses the matrix product: 5x5 gained (141 -> 105 ms),
+#: 7x7 lost (178 -> 201 ms) on the AMX Xeon at batch 2000 in bf16.
 MAX_GEMM_PIXELS = 25
 
 
