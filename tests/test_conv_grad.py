@@ -55,3 +55,13 @@ def test_dirac_conv_takes_the_product_only_where_it_is_faster(monkeypatch):
     conv.train()
     monkeypatch.setenv("CIFARLAB_CONV_WGRAD", "auto")
     assert type(conv(small.requires_grad_()).grad_fn).__name__ != fn             # fp32 without autocast
+
+
+def test_a_misspelt_switch_is_a_clear_error(monkeypatch):
+    from cifarlab.config import ConfigError
+    conv = DiracConv(4, 4)
+    monkeypatch.setenv("CIFARLAB_CONV_WGRAD", "off")
+    with pytest.raises(ConfigError, match="CIFARLAB_CONV_WGRAD='off'.*auto.*native.*gemm"):
+        DiracConv(4, 4)                                  # when the model is built
+    with pytest.raises(ConfigError, match="CIFARLAB_CONV_WGRAD='off'"), torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(torch.randn(2, 4, 3, 3))                    # and should it change after

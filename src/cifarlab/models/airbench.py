@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .conv_grad import conv3x3_gemm_grad, use_gemm_weight_grad
+from .conv_grad import conv3x3_gemm_grad, use_gemm_weight_grad, weight_grad_mode
 
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
@@ -35,6 +35,7 @@ class DiracConv(nn.Conv2d):
     """3x3 'same' convolution without bias, its first ``in_channels`` filters initialised to identity."""
 
     def __init__(self, cin: int, cout: int):
+        weight_grad_mode()  # a misspelt CIFARLAB_CONV_WGRAD fails here, not at the first training step
         super().__init__(cin, cout, kernel_size=3, padding="same", bias=False)
 
     def reset_parameters(self):

@@ -14,10 +14,10 @@ dW = G (O x BHW) @ cols (BHW x 9I). Building ``cols`` writes 9x the input's byte
 for small maps and not for large ones, so the product is used only for maps of at most
 :data:`MAX_GEMM_PIXELS` pixels (5x5); larger ones keep oneDNN's kernel. In fp32 oneDNN's kernel is
 level with the product on 2x2-3x3 maps and faster on 5x5 (218 against 262 ms), so fp32 keeps it.
-Measured on that CPU only: ``CIFARLAB_CONV_WGRAD=native`` is the way back on one where it loses.
 
-``CIFARLAB_CONV_WGRAD=native`` turns the product off (``gemm``: use it for every map size, for
-benchmarks). It changes only how the gradient is summed: the values match oneDNN's to bf16's
+``CIFARLAB_CONV_WGRAD=native`` turns the product off: it was measured on that CPU only, and on one
+whose oneDNN weight gradient is already efficient it may lose (``gemm``: use it for every map size,
+for benchmarks; ``auto``, the default: the rule above). It changes only how the gradient is summed: the values match oneDNN's to bf16's
 rounding (largest difference 2e-3 to 4e-3 of the largest entry in bf16, 3e-6 in fp32).
 """
 from __future__ import annotations
@@ -27,17 +27,36 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
+
 #: Largest feature map (H*W) whose weight gradient uses the matrix product: 5x5 gained (141 -> 105 ms),
 #: 7x7 lost (178 -> 201 ms) on the AMX Xeon at batch 2000 in bf16.
 MAX_GEMM_PIXELS = 25
+
+
+def weight_grad_mode() -> str:
+    """``CIFARLAB_CONV_WGRAD``: auto (unset), native or gemm.
+
+    Raises:
+        ConfigError: it holds something else (models check it when built, before any work).
+    """
+    mode = os.environ.get("CIFARLAB_CONV_WGRAD", "auto")
+    if mode not in ("auto", "native", "gemm"):
+        raise ConfigError(f"CIFARLAB_CONV_WGRAD={mode!r} is not a choice: set auto (the default), native "
+                          "(oneDNN's weight gradient everywhere) or gemm (the matrix product for every map size).")
+    return mode
 
 
 def use_gemm_weight_grad(x: torch.Tensor) -> bool:
     """Whether a 3x3 'same' conv on ``x`` (float (B, C, H, W)) should take :class:`Conv3x3GemmGrad`:
     on CPU only (cuDNN's kernels are fine), in bf16 or fp16 (``x``'s dtype, or autocast's), for maps
     of at most :data:`MAX_GEMM_PIXELS` pixels, unless ``CIFARLAB_CONV_WGRAD`` says ``native`` (or
-    ``gemm``: every size)."""
-    mode = os.environ.get("CIFARLAB_CONV_WGRAD", "auto")
+    ``gemm``: every size).
+
+    Raises:
+        ConfigError: ``CIFARLAB_CONV_WGRAD`` holds something other than auto, native or gemm.
+    """
+    mode = weight_grad_mode()
     if mode == "native" or x.device.type != "cpu":
         return False
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
