@@ -305,3 +305,12 @@ def test_progress_bar_shows_epoch_loss_accuracy_and_throughput(cifar10_dir, tmp_
     err = capsys.readouterr().err
     assert "epoch 1/3" in err and "epoch 3/3" in err
     assert "loss=" in err and "acc=" in err and "img_s=" in err
+
+
+def test_a_run_refused_while_being_assembled_is_marked_failed(cifar10_dir, tmp_path):
+    """Bad model_kwargs surface only when the model is built, after the run directory exists: its
+    status then says failed, and why, instead of staying 'running'."""
+    with pytest.raises(ConfigError, match="widths must be three positive integers"):
+        cifarlab.train(tiny_config(cifar10_dir, model_kwargs={"widths": [1]}), run_dir=tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "widths" in status["reason"]

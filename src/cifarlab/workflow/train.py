@@ -156,9 +156,14 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
     # fine-tune, whose train state holds only the part that trains: the rest must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
     partial = cfg.strategy == "partial-fine-tune"
-    s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
-    if state is None:
-        check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
+    try:
+        s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
+        if state is None:
+            check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
+    except Exception as err:  # a run refused before its first step says so, not "running" forever
+        if env.is_main:
+            rd.set_status("failed", reason=str(err))
+        raise
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
