@@ -6,8 +6,10 @@
 
 For each dtype, batch and map side: the best of ``--repeats`` timings (one untimed call first) of the
 convolution's forward pass, oneDNN's weight gradient (``aten.convolution_backward`` asked for the weight
-only) and ``weight_grad_gemm``, in ms, channels_last inputs, malloc tuned as in training. The largest
-relative difference between the two gradients is printed with them. Prints Markdown for BENCHMARKS.md.
+only), torch's own im2col (``F.unfold``, NCHW order) contracted with the gradient by ``einsum``, and
+``weight_grad_gemm`` (im2col in channels-last order, one matrix product), in ms, channels_last inputs,
+malloc tuned as in training. The largest relative difference between oneDNN's gradient and the
+matrix product's is printed with them. Prints Markdown for BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ def main() -> None:
     torch.manual_seed(0)
     c, cl = args.channels, torch.channels_last
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {c} -> {c} channels, 3x3, padding 1\n")
-    print("| dtype | batch | map (px) | forward (ms) | oneDNN weight grad (ms) | matrix product (ms) | max rel. diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| dtype | batch | map (px) | forward (ms) | oneDNN weight grad (ms) | F.unfold + einsum (ms) "
+          "| matrix product (ms) | max rel. diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.dtypes:
         dtype = torch.bfloat16 if name == "bf16" else torch.float32
         for b in args.batches:
@@ -58,11 +61,17 @@ def main() -> None:
                     return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False,
                                                                [0, 0], 1, [False, True, False])[1]
 
+                def unfold():
+                    cols = F.unfold(x, 3, padding=1)                          # B, 9I, HW
+                    return torch.einsum("bol,bkl->ok", g.reshape(b, c, -1), cols).view(c, c, 3, 3)
+
                 ref, got = native().float(), weight_grad_gemm(x, g).float()
                 diff = ((got - ref).abs().max() / ref.abs().max()).item()
                 fwd = best_ms(lambda: F.conv2d(x, w, padding=1), args.repeats)
                 gemm = best_ms(lambda: weight_grad_gemm(x, g), args.repeats)
-                print(f"| {name} | {b} | {s}x{s} | {fwd:.0f} | {best_ms(native, args.repeats):.0f} | {gemm:.0f} | {diff:.1e} |")
+                unf = best_ms(unfold, args.repeats)
+                nat = best_ms(native, args.repeats)
+                print(f"| {name} | {b} | {s}x{s} | {fwd:.0f} | {nat:.0f} | {unf:.0f} | {gemm:.0f} | {diff:.1e} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
 Runs real training steps (bf16 autocast, channels_last, the recipe's Muon+SGD optimizers) on random
 data, then profiles two more with torch.profiler and groups the self-CPU time by operator family.
 Prints Markdown for BENCHMARKS.md. Throughput is images/s over the timed steps (best of the run).
+The profiler's own overhead lands unevenly: it showed ``fill_`` inside max-pool backward at 200-230 ms
+a step where timing it directly gives 8 ms (BENCHMARKS.md, sixteenth part), so time a family directly
+before acting on its share.
 """
 from __future__ import annotations
 

@@ -1,19 +1,21 @@
 """A faster CPU weight gradient for 3x3 'same' convolutions on small feature maps.
 
 On a 2-vCPU Intel Xeon with AMX-BF16 (torch 2.15, oneDNN), the weight gradient of airbench's
-256->256 3x3 convolutions at batch 2000 in bf16 takes 3-7x the time of the same convolution's
-forward pass, though it is the same number of multiply-adds: 141 ms against 38 ms on 5x5 maps,
-103 ms against 14 ms on 3x3, 88 ms against 13 ms on 2x2 (``benchmarks/conv_weight_grad.py``).
+256->256 3x3 convolutions at batch 2000 in bf16 takes 4-8x the time of the same convolution's
+forward pass, though it is the same number of multiply-adds: 140 ms against 34 ms on 5x5 maps,
+102 ms against 12 ms on 3x3, 86 ms against 13 ms on 2x2 (``benchmarks/conv_weight_grad.py``).
 Those small maps are the last conv groups', and they are why a 24-px training step cost 0.68 of a
 32-px one there, not (24/32)^2 (BENCHMARKS.md, "A faster weight gradient for small feature maps").
 
-Written as one matrix product instead, the weight gradient runs at the forward pass's rate: with
+Written as one matrix product instead, it takes 0.8-2.8x the forward's time on those maps: with
 x zero-padded by one pixel, dW[o, i, u, v] = sum over (b, h, w) of g[b, o, h, w] * x[b, i, h+u, w+v],
 so stacking the nine shifted copies of x along channels (im2col in channels-last order) gives
 dW = G (O x BHW) @ cols (BHW x 9I). Building ``cols`` writes 9x the input's bytes, which is cheap
 for small maps and not for large ones, so the product is used only for maps of at most
 :data:`MAX_GEMM_PIXELS` pixels (5x5); larger ones keep oneDNN's kernel. In fp32 oneDNN's kernel is
-level with the product on 2x2-3x3 maps and faster on 5x5 (218 against 262 ms), so fp32 keeps it.
+level with the product on 2x2-3x3 maps and faster on 5x5 (207 against 245 ms), so fp32 keeps it.
+torch's own im2col, ``F.unfold``, orders its columns NCHW; contracting them with the gradient
+(``einsum``) was slower than oneDNN on 5x5 (189 ms), so the stack here is built channels-last.
 
 ``CIFARLAB_CONV_WGRAD=native`` turns the product off: it was measured on that CPU only, and on one
 whose oneDNN weight gradient is already efficient it may lose (``gemm``: use it for every map size,
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 
 from ..config import ConfigError
 
-#: Largest feature map (H*W) whose weight gradient uses the matrix product: 5x5 gained (141 -> 105 ms),
-#: 7x7 lost (178 -> 201 ms) on the AMX Xeon at batch 2000 in bf16.
+#: Largest feature map (H*W) whose weight gradient uses the matrix product: 5x5 gained (140 -> 94 ms),
+#: 7x7 lost (168 -> 197 ms) on the AMX Xeon at batch 2000 in bf16.
 MAX_GEMM_PIXELS = 25
 
 
@@ -57,12 +59,15 @@ def use_gemm_weight_grad(x: torch.Tensor) -> bool:
         ConfigError: ``CIFARLAB_CONV_WGRAD`` holds something other than auto, native or gemm.
     """
     mode = weight_grad_mode()
-    if mode == "native" or x.device.type != "cpu":
-        return False
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    if dtype not in (torch.bfloat16, torch.float16):
+    if mode == "native" or x.device.type != "cpu" or _compute_dtype(x) not in (torch.bfloat16, torch.float16):
         return False
     return mode == "gemm" or x.shape[-2] * x.shape[-1] <= MAX_GEMM_PIXELS
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution on ``x`` runs in: autocast's where it is on, else ``x``'s."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
 
 
 def weight_grad_gemm(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -104,12 +109,8 @@ class Conv3x3GemmGrad(torch.autograd.Function):
 
 
 def conv3x3_gemm_grad(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """3x3 'same' convolution (no bias) through :class:`Conv3x3GemmGrad`, honouring CPU autocast:
-    under bf16 autocast both inputs are cast to bf16 first (the fp32 weight still gets its
-    gradient through the cast), as ``F.conv2d`` would do itself. (B, I, H, W) -> (B, O, H, W)."""
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            return Conv3x3GemmGrad.apply(x, weight)
-    return Conv3x3GemmGrad.apply(x, weight)
+    """3x3 'same' convolution (no bias) through :class:`Conv3x3GemmGrad`, honouring autocast: both
+    inputs are cast to its dtype first, as ``F.conv2d`` would do itself, so the backward sees one
+    dtype and the fp32 weight gets its gradient through the cast. (B, I, H, W) -> (B, O, H, W)."""
+    dtype = _compute_dtype(x)
+    return Conv3x3GemmGrad.apply(x.to(dtype), weight.to(dtype))
