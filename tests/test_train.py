@@ -314,3 +314,18 @@ def test_a_run_refused_while_being_assembled_is_marked_failed(cifar10_dir, tmp_p
         cifarlab.train(tiny_config(cifar10_dir, model_kwargs={"widths": [1]}), run_dir=tmp_path / "run")
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "widths" in status["reason"]
+
+
+def test_a_run_that_fails_after_training_is_marked_failed(cifar10_dir, tmp_path, monkeypatch):
+    """The status rule covers the whole run, scoring included: an error there leaves 'failed' with
+    the reason, not 'running'."""
+    import importlib
+    wt = importlib.import_module("cifarlab.workflow.train")  # the module (the package's name is the function)
+
+    def broken_score(*args, **kwargs):
+        raise RuntimeError("scoring broke")
+    monkeypatch.setattr(wt, "_score", broken_score)
+    with pytest.raises(RuntimeError, match="scoring broke"):
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status == {"status": "failed", "reason": "scoring broke"}

@@ -19,8 +19,9 @@ torch's own im2col, ``F.unfold``, orders its columns NCHW; contracting them with
 
 ``CIFARLAB_CONV_WGRAD=native`` turns the product off: it was measured on that CPU only, and on one
 whose oneDNN weight gradient is already efficient it may lose (``gemm``: use it for every map size,
-for benchmarks; ``auto``, the default: the rule above). It changes only how the gradient is summed: the values match oneDNN's to bf16's
-rounding (largest difference 2e-3 to 4e-3 of the largest entry in bf16, 3e-6 in fp32).
+for benchmarks; ``auto``, the default: the rule above). It changes only how the gradient is summed:
+the values match oneDNN's to bf16's rounding (largest difference 2e-3 to 4e-3 of the largest entry
+in bf16, 3e-6 in fp32).
 """
 from __future__ import annotations
 

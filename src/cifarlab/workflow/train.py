@@ -20,7 +20,7 @@ from ..config import ConfigError, TrainConfig, config_diff
 from ..data.augment import tta_view_count
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
 from ..evaluation.calibration import calibration_summary
-from ..files import remove_stale_temps
+from ..files import StorageError, remove_stale_temps
 from ..models import count_parameters, register_module
 from ..recipes import resolve_config
 from ..render import plot_lr_find, write_confusion, write_per_class
@@ -151,19 +151,24 @@ def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: f
         rd.save_config(cfg)
         rd.set_status("running")
     distributed.barrier(env)
+    try:
+        return _fit_and_score(rd, cfg, env, device, state, weights, callbacks, t0)
+    except Exception as err:  # a run stopped by an error says so, not "running" forever; the loop's own
+        if env.is_main and rd.status() == "running":  # statuses (diverged, interrupted, failed) are kept
+            with contextlib.suppress(OSError, StorageError):
+                rd.set_status("failed", reason=str(err))
+        raise
 
+
+def _fit_and_score(rd: RunDir, cfg: TrainConfig, env, device, state, weights, callbacks, t0: float) -> Run:
+    """:func:`_train_in`'s work: assemble, fit (or go on from ``state``), score, record."""
     # On resume the weights come from the train state, except for a cached linear probe or partial
     # fine-tune, whose train state holds only the part that trains: the rest must be loaded again.
     probe = cfg.strategy == "linear-probe" and cfg.feature_cache
     partial = cfg.strategy == "partial-fine-tune"
-    try:
-        s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
-        if state is None:
-            check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
-    except Exception as err:  # a run refused before its first step says so, not "running" forever
-        if env.is_main:
-            rd.set_status("failed", reason=str(err))
-        raise
+    s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
+    if state is None:
+        check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
