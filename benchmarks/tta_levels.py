@@ -1,13 +1,16 @@
 """What each test-time augmentation level buys and costs for finished runs: top-1 and scoring
 seconds at TTA 0 (the image), 1 (+ mirror), 2 (+ the mirrored pair shifted one pixel up-left
 and down-right; airbench's levels) and 3 (all four diagonal shifts); see
-:func:`cifarlab.data.augment.tta_views`.
+:func:`cifarlab.data.augment.tta_views`. ``--fractions`` adds selective TTA: only that share of each
+batch, the images the network is least sure of, gets the views
+(:func:`cifarlab.evaluation.metrics.selective_tta_logits`).
 
-    python benchmarks/tta_levels.py RUN_DIR... [--splits val test] [--levels 0 1 2 3]
+    python benchmarks/tta_levels.py RUN_DIR... [--splits val test] [--levels 0 1 2 3] [--fractions 1 0.15]
 
 Validation is where a level is chosen (runs trained with ``--val-size``); test figures are for the
 record. Scoring seconds are the wall time of the forward passes over the split, single process,
-so they scale with the number of views (1, 2, 6, 10). Prints a Markdown table.
+so they scale with the number of views (1, 2, 6, 10), or 1 + (views - 1) x fraction. Prints a
+Markdown table.
 """
 from __future__ import annotations
 
@@ -26,10 +29,13 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["val", "test"])
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2], choices=TTA_LEVELS)
+    ap.add_argument("--fractions", nargs="+", type=float, default=[1.0],
+                    help="shares of each batch given the views (selective TTA); 1 = every image")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     tune_malloc()
-    print("| run | split | TTA level | views | top-1 (%) | scoring (s) |\n|---|---|---:|---:|---:|---:|")
+    print("| run | split | TTA level | fraction | views | top-1 (%) | scoring (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for run in args.runs:
         rd, s = assemble_run(run, data_dir=args.data_dir)
         with num_threads(s.cfg.threads):
@@ -37,12 +43,14 @@ def main() -> None:
                 if s.pipes.get(split) is None:
                     print(f"| {rd.path.name} | {split} | | | (no {split} split) | |")
                     continue
-                for level in args.levels:
+                for level, frac in [(lv, f) for lv in args.levels for f in (args.fractions if lv else [1.0])]:
                     t = time.perf_counter()
-                    logits, labels = predict_logits(s.model, s.pipes[split].ordered(), s.ctx, tta=level)
+                    logits, labels = predict_logits(s.model, s.pipes[split].ordered(), s.ctx, tta=level,
+                                                    tta_fraction=frac)
                     seconds = time.perf_counter() - t
                     top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
-                    print(f"| {rd.path.name} | {split} | {level} | {tta_view_count(level)} | {top1:.2f} | {seconds:.1f} |",
+                    views = 1 + (tta_view_count(level) - 1) * frac
+                    print(f"| {rd.path.name} | {split} | {level} | {frac:g} | {views:g} | {top1:.2f} | {seconds:.1f} |",
                           flush=True)
 
 

@@ -135,3 +135,36 @@ def test_eval_loader_is_ordered_and_unaugmented():
     assert x.shape == (50, 3, 32, 32)
     assert torch.allclose(x, torch.from_numpy(arrays.images).float() / 255)
     assert torch.equal(torch.cat(ys), torch.from_numpy(arrays.labels))
+
+
+def test_jitter_shifts_then_scales_each_image_within_its_ranges():
+    from cifarlab.data.augment import jitter_batch
+    x = torch.randn(256, 3, 8, 8)
+    out = jitter_batch(x, 0.15, 0.2, torch.Generator().manual_seed(0))
+    # per image, out = (x + b) * c with one b and one c: recover them from two pixels
+    flat_x, flat_o = x.flatten(1), out.flatten(1)
+    c = (flat_o[:, 0] - flat_o[:, 1]) / (flat_x[:, 0] - flat_x[:, 1])
+    b = flat_o[:, 0] / c - flat_x[:, 0]
+    assert torch.allclose(flat_o, (flat_x + b[:, None]) * c[:, None], atol=1e-4)
+    assert b.abs().max() <= 0.15 + 1e-4 and b.abs().max() > 0.12 and b.std() > 0.05
+    assert (c - 1).abs().max() <= 0.2 + 1e-4 and (c - 1).abs().max() > 0.15
+    same = jitter_batch(x, 0.15, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    assert torch.equal(jitter_batch(x, 0.0, 0.0, torch.Generator()), x)
+
+
+def test_jitter_reaches_training_batches_only_and_replays():
+    from cifarlab.data import Batches
+    arrays = _arrays(n=64)
+    loader = lambda train: DeviceLoader(arrays, [0.5] * 3, [0.25] * 3, 32, train=train, flip="none", translate=0)
+    plain = Batches(loader(True), None, "bilinear", channels_last=True, seed=1)
+    jit = Batches(loader(True), None, "bilinear", channels_last=True, seed=1, jitter=(0.15, 0.15))
+    (xp, yp), (xj, yj) = next(plain.epoch(0)), next(jit.epoch(0))
+    assert torch.equal(yp, yj) and xj.is_contiguous(memory_format=torch.channels_last)
+    diff = (xj - xp).abs().flatten(1).amax(1)
+    assert (diff > 0).all()                                   # every image jittered
+    assert torch.equal(next(jit.epoch(0))[0], xj)             # resumed epochs replay the draws
+    assert not torch.equal(next(jit.epoch(1))[0], xj)
+    ev = Batches(loader(False), None, "bilinear", channels_last=False, jitter=(0.15, 0.15))
+    ref = Batches(loader(False), None, "bilinear", channels_last=False)
+    assert torch.equal(next(ev.ordered())[0], next(ref.ordered())[0])   # evaluation is never jittered

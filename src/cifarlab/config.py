@@ -20,10 +20,9 @@ CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
 TTA_LEVELS = (0, 1, 2, 3)                    # test-time augmentation levels: cifarlab.data.augment.tta_views
 
-# Keys whose change leaves a saved training state (and a finished run's result) meaningful:
-# where things are read or shown, not what is computed.
-# on_nan too: it changes nothing while the losses stay finite, and resuming a diverged run with
-# on_nan=skip-batch is the way on past a rare bad batch.
+# Keys whose change leaves a saved training state (and a finished run's result) meaningful: where
+# things are read or shown, not what is computed. on_nan too: it changes nothing while the losses stay
+# finite, and resuming a diverged run with on_nan=skip-batch is the way on past a rare bad batch.
 RESUME_SAFE_KEYS = frozenset({"progress", "threads", "device", "data_dir", "download", "eval_batch_size",
                               "cache_dir", "on_nan"})
 
@@ -101,6 +100,8 @@ class TrainConfig:
     cutmix: float = 0.0                 # CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)
     auto_augment: str = "none"          # none | trivialaugment (per-image op and magnitude, batched; Müller & Hutter 2021)
     random_resized_crop: float = 0.0    # RandomResizedCrop, batched: smallest area fraction of the box, e.g. 0.35; 0 = off
+    brightness: float = 0.0             # per-image shift U(-b, b) in normalized units; 0 = off (Hiverge 2025)
+    contrast: float = 0.0               # per-image scale U(1 - c, 1 + c) about the dataset mean; 0 = off (the same)
     # --- model
     model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
     model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
@@ -146,14 +147,14 @@ class TrainConfig:
     threads: int | None = None          # torch intra-op threads; None = torch default
     # --- evaluation and control
     tta: int = 2                        # 0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)
+    tta_fraction: float = 1.0           # selective TTA: the share of each batch, least sure first, given the views
     eval_batch_size: int = 2000         # images per batch at evaluation and prediction
     early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
     early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
     on_nan: str = "stop"                # stop | skip-batch: a non-finite loss or gradient stops the run,
                                         # or skips that batch (counted); non-finite weights always stop it
     seed: int = 0                       # weights init, data order, augmentation
-    split_seed: int = 0                 # train/validation split and train_size subset: fixed across seeds so
-                                        # runs share one validation set (weighted/greedy ensembles need it)
+    split_seed: int = 0                 # validation split and train_size subset: fixed, so seeds share them (ensembles)
     progress: bool = True               # progress bar and per-epoch summary lines on the console
 
     # ------------------------------------------------------------------ helpers
@@ -203,6 +204,9 @@ class TrainConfig:
         need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
         need(self.precision in ("bf16", "fp32"), f"precision must be bf16 or fp32 (got {self.precision!r}).")
         need(self.tta in TTA_LEVELS, f"tta must be one of {', '.join(map(str, TTA_LEVELS))} (got {self.tta}).")
+        t, b, c = self.tta_fraction, self.brightness, self.contrast
+        need(0 < t <= 1 and b >= 0 and 0 <= c < 1, f"tta_fraction must be in (0, 1], brightness >= 0 and contrast "
+             f"in [0, 1) (got {t}, {b}, {c}).")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
         need(0 <= self.warmup_epochs < self.epochs,
              f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")
@@ -223,11 +227,9 @@ class TrainConfig:
              f"resize_policy must be center-crop or pad (got {self.resize_policy!r}).")
         need(self.folder_size >= 8, f"folder_size must be >= 8 pixels (got {self.folder_size}).")
         need(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r}).")
-        need(self.strategy != "fine-tune" or self.freeze_epochs < self.epochs,
-             f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for fine-tune: "
+        need(self.strategy not in ("fine-tune", "partial-fine-tune") or self.freeze_epochs < self.epochs,
+             f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for {self.strategy}: "
              "otherwise the backbone never unfreezes. Lower --set freeze_epochs or raise --epochs.")
-        need(self.strategy != "partial-fine-tune" or self.freeze_epochs < self.epochs,
-             f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for partial-fine-tune.")
         need(self.trainable_stages >= 0, f"trainable_stages must be >= 0 (got {self.trainable_stages}).")
         need(self.cached_views >= 1, f"cached_views must be >= 1 (got {self.cached_views}).")
         need(self.cache_dtype in ("bf16", "fp32"), f"cache_dtype must be bf16 or fp32 (got {self.cache_dtype!r}).")

@@ -64,8 +64,8 @@ def predictions_of(model: torch.nn.Module, s: Setup, test=None, val=None, progre
     ``test`` / ``val`` may pass already computed ``(logits, labels)`` tensors for those splits;
     ``progress`` shows a bar per split.
     """
-    run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, tta=s.cfg.tta,
-                                       progress=f"predicting {split}" if progress else None)
+    run = lambda split: predict_logits(model, s.pipes[split].ordered(), s.ctx, s.cfg.tta,
+                                       f"predicting {split}" if progress else None, s.cfg.tta_fraction)
     tl, ty = test if test is not None else run("test")
     vl = vy = None
     if s.pipes.get("val") is not None:

@@ -213,12 +213,13 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached:
         # no network pass was timed: a separate probe (best of 3 forward passes of one batch)
         inference = inference_throughput(eval_model, next(iter(s.pipes["test"].ordered()))[0], s.ctx)
     else:
-        logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, tta=cfg.tta,
-                                        progress="scoring test" if cfg.progress else None)
+        logits, labels = predict_logits(eval_model, s.pipes["test"].ordered(), s.ctx, cfg.tta,
+                                        "scoring test" if cfg.progress else None, cfg.tta_fraction)
         eval_seconds = time.perf_counter() - t_eval
         # the scoring pass is the throughput measurement: every TTA view is one forward pass of the
         # batch, so a separate probe (~9 s of fp32 CPU time per run at batch 2000) would only repeat it
-        inference = len(labels) * tta_view_count(cfg.tta) / max(eval_seconds, 1e-9)
+        views = 1 + (tta_view_count(cfg.tta) - 1) * cfg.tta_fraction  # per image, on average
+        inference = len(labels) * views / max(eval_seconds, 1e-9)
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
         rd.set_status("diverged", reason=f"test loss {test['loss']}")
