@@ -41,7 +41,7 @@ def main() -> None:
         with num_threads(s.cfg.threads):
             for split in args.splits:
                 if s.pipes.get(split) is None:
-                    print(f"| {rd.path.name} | {split} | | | (no {split} split) | |")
+                    print(f"| {rd.path.name} | {split} | | | | (no {split} split) | |")
                     continue
                 for level, frac in [(lv, f) for lv in args.levels for f in (args.fractions if lv else [1.0])]:
                     t = time.perf_counter()

@@ -63,11 +63,12 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     assert prog["val_top1_tta"] is not None and prog["curve"][-1][0] < prog["cost_s"]
     assert "not read" in p.stdout and "**ref** (reference)" in p.stdout   # test top-1: the reference's only
     assert (tmp_path / "out" / "time_to_accuracy.png").stat().st_size > 10_000
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tta_levels.py"), str(runs / "prog-s0")],
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tta_levels.py"), str(runs / "prog-s0"),
+                        "--fractions", "1", "0.5"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     lines = [line for line in p.stdout.splitlines() if line.startswith("| prog-s0")]
-    assert len(lines) == 6 and "| val | 2 | 6 |" in lines[2]   # 2 splits x 3 levels
+    assert len(lines) == 10   # 2 splits x (level 0 once, levels 1 and 2 at both fractions)
+    assert "| val | 2 | 1 | 6 |" in lines[3] and "| val | 2 | 0.5 | 3.5 |" in lines[4]
 
 
 @pytest.fixture
