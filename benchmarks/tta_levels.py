@@ -49,7 +49,7 @@ def main() -> None:
                                                     tta_fraction=frac)
                     seconds = time.perf_counter() - t
                     top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
-                    views = 1 + (tta_view_count(level) - 1) * frac
+                    views = tta_view_count(level, frac)
                     print(f"| {rd.path.name} | {split} | {level} | {frac:g} | {views:g} | {top1:.2f} | {seconds:.1f} |",
                           flush=True)
 

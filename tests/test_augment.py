@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.data import DeviceLoader, ImageArrays
-from cifarlab.data.augment import crop_batch, cutout_batch, flip_batch, reflect_pad, tta_views
+from cifarlab.data.augment import crop_batch, cutout_batch, flip_batch, reflect_pad, tta_view_count, tta_views
 
 
 def _arrays(n=64, seed=0):
@@ -41,6 +41,11 @@ def test_flip_and_cutout():
     assert (cut[0] == 0).sum().item() == 3 * 64            # full square inside
     assert (cut[1] == 0).sum().item() == 3 * 16            # clipped at the corner (4x4 left)
     assert (cut[2] == 0).sum().item() == 3 * 25            # clipped at the far corner (5x5 left)
+
+
+def test_tta_view_count_with_a_fraction_is_the_average_forward_passes():
+    assert [tta_view_count(level) for level in (0, 1, 2, 3)] == [1, 2, 6, 10]
+    assert tta_view_count(2, 0.25) == 2.25 and tta_view_count(0, 0.25) == 1 and tta_view_count(3, 0.5) == 5.5
 
 
 def test_tta_weights_sum_to_one_and_views_have_input_shape():
@@ -137,14 +142,19 @@ def test_eval_loader_is_ordered_and_unaugmented():
     assert torch.equal(torch.cat(ys), torch.from_numpy(arrays.labels))
 
 
+def _shift_and_scale(before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the b and c of ``after = (before + b) * c`` (c > 0), read off each row's brightest and
+    darkest values, which are far apart: (N,) each."""
+    c = (after.amax(1) - after.amin(1)) / (before.amax(1) - before.amin(1))
+    return after.amax(1) / c - before.amax(1), c
+
+
 def test_jitter_shifts_then_scales_each_image_within_its_ranges():
     from cifarlab.data.augment import jitter_batch
-    x = torch.randn(256, 3, 8, 8)
+    x = torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     out = jitter_batch(x, 0.15, 0.2, torch.Generator().manual_seed(0))
-    # per image, out = (x + b) * c with one b and one c: recover them from two pixels
     flat_x, flat_o = x.flatten(1), out.flatten(1)
-    c = (flat_o[:, 0] - flat_o[:, 1]) / (flat_x[:, 0] - flat_x[:, 1])
-    b = flat_o[:, 0] / c - flat_x[:, 0]
+    b, c = _shift_and_scale(flat_x, flat_o)
     assert torch.allclose(flat_o, (flat_x + b[:, None]) * c[:, None], atol=1e-4)
     assert b.abs().max() <= 0.15 + 1e-4 and b.abs().max() > 0.12 and b.std() > 0.05
     assert (c - 1).abs().max() <= 0.2 + 1e-4 and (c - 1).abs().max() > 0.15
@@ -161,8 +171,12 @@ def test_jitter_reaches_training_batches_only_and_replays():
     jit = Batches(loader(True), None, "bilinear", channels_last=True, seed=1, jitter=(0.15, 0.15))
     (xp, yp), (xj, yj) = next(plain.epoch(0)), next(jit.epoch(0))
     assert torch.equal(yp, yj) and xj.is_contiguous(memory_format=torch.channels_last)
-    diff = (xj - xp).abs().flatten(1).amax(1)
-    assert (diff > 0).all()                                   # every image jittered
+    # the same batch, each image then shifted by one b and scaled by one c within the ranges
+    fp, fj = xp.flatten(1), xj.flatten(1)
+    b, c = _shift_and_scale(fp, fj)
+    torch.testing.assert_close(fj, (fp + b[:, None]) * c[:, None], rtol=0, atol=1e-4)
+    assert b.abs().max() <= 0.15 + 1e-4 and (c - 1).abs().max() <= 0.15 + 1e-4
+    assert (b.abs() > 0).all()                                # every image jittered
     assert torch.equal(next(jit.epoch(0))[0], xj)             # resumed epochs replay the draws
     assert not torch.equal(next(jit.epoch(1))[0], xj)
     ev = Batches(loader(False), None, "bilinear", channels_last=False, jitter=(0.15, 0.15))

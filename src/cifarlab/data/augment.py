@@ -95,9 +95,12 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
     return views
 
 
-def tta_view_count(level: int) -> int:
-    """Forward passes per image at TTA ``level`` (1, 2, 6 or 10): what :func:`tta_views` returns."""
-    return len(tta_views(torch.zeros(1, 1, 2, 2), level))
+def tta_view_count(level: int, fraction: float = 1.0) -> float:
+    """Forward passes per image at TTA ``level`` (1, 2, 6 or 10: what :func:`tta_views` returns), or
+    on average ``1 + (views - 1) * fraction`` under selective TTA
+    (:func:`cifarlab.evaluation.metrics.selective_tta_logits`)."""
+    views = len(tta_views(torch.zeros(1, 1, 2, 2), level))
+    return views if fraction >= 1 else 1 + (views - 1) * fraction
 
 
 def augment_batch(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int],

@@ -218,8 +218,7 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached:
         eval_seconds = time.perf_counter() - t_eval
         # the scoring pass is the throughput measurement: every TTA view is one forward pass of the
         # batch, so a separate probe (~9 s of fp32 CPU time per run at batch 2000) would only repeat it
-        views = 1 + (tta_view_count(cfg.tta) - 1) * cfg.tta_fraction  # per image, on average
-        inference = len(labels) * views / max(eval_seconds, 1e-9)
+        inference = len(labels) * tta_view_count(cfg.tta, cfg.tta_fraction) / max(eval_seconds, 1e-9)
     test = classification_metrics(logits, labels, src.classes, src.coarse_of_fine, src.coarse_classes)
     if not math.isfinite(test["loss"]):
         rd.set_status("diverged", reason=f"test loss {test['loss']}")
