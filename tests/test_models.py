@@ -45,6 +45,20 @@ def test_airbench94_size_and_frozen_parts():
     assert not bn.weight.requires_grad and bn.bias.requires_grad
 
 
+def test_group_activation_is_a_model_keyword():
+    """act=silu swaps the conv groups' GELU for SiLU (Hiverge's net) and keeps the stem's GELU; the
+    weights are the same, so the two nets differ only in their outputs; a wrong name is a clear error."""
+    torch.manual_seed(0)
+    gelu = create_model("airbench94", 10)
+    silu = create_model("airbench94", 10, act="silu")
+    silu.load_state_dict(gelu.state_dict())
+    assert isinstance(silu.groups[2].act, torch.nn.SiLU) and isinstance(silu.act, torch.nn.GELU)
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(gelu(x), silu(x))
+    with pytest.raises(ValueError, match="act must be one of gelu, silu"):
+        create_model("airbench94", 10, act="relu")
+
+
 def test_reset_classifier():
     m = create_model("airbench94", 10)
     m.reset_classifier(100)

@@ -51,17 +51,23 @@ class DiracConv(nn.Conv2d):
         return super().forward(x)
 
 
-class ConvGroup(nn.Module):
-    """conv -> maxpool(2) -> BN -> GELU, then ``depth`` x (conv -> BN -> GELU), optional skip."""
+# Activations of the conv groups: airbench's GELU, or SiLU as in Hiverge's 2025 CIFAR-10 speedrun
+# record (github.com/hiverge/cifar10-speedrun), which keeps GELU after the stem.
+GROUP_ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
 
-    def __init__(self, cin: int, cout: int, depth: int = 1, residual: bool = False, bn_momentum: float = 0.4):
+
+class ConvGroup(nn.Module):
+    """conv -> maxpool(2) -> BN -> act, then ``depth`` x (conv -> BN -> act), optional skip."""
+
+    def __init__(self, cin: int, cout: int, depth: int = 1, residual: bool = False, bn_momentum: float = 0.4,
+                 act: str = "gelu"):
         super().__init__()
         self.conv1 = DiracConv(cin, cout)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = FrozenScaleBatchNorm(cout, bn_momentum)
         self.convs = nn.ModuleList(DiracConv(cout, cout) for _ in range(depth))
         self.norms = nn.ModuleList(FrozenScaleBatchNorm(cout, bn_momentum) for _ in range(depth))
-        self.act = nn.GELU()
+        self.act = GROUP_ACTIVATIONS[act]()
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,21 +104,25 @@ class AirbenchNet(nn.Module):
         depth: convs per group after the first (1 = airbench94, 2 = airbench96-style).
         residual: skip connection around those convs.
         whiten_kernel: side of the patch-whitening stem filters (2 in airbench).
+        bn_momentum: running-statistics momentum of the BatchNorms, in torch's convention.
+        act: activation of the conv groups, ``gelu`` (airbench) or ``silu`` (Hiverge); the stem keeps GELU.
         scale: logits are divided by this (default: the feature width, as airbench).
     """
 
     def __init__(self, num_classes: int = 10, widths=(64, 256, 256), depth: int = 1, residual: bool = False,
-                 whiten_kernel: int = 2, bn_momentum: float = 0.4, in_chans: int = 3):
+                 whiten_kernel: int = 2, bn_momentum: float = 0.4, in_chans: int = 3, act: str = "gelu"):
         super().__init__()
         widths = list(widths)
         if len(widths) != 3 or min(widths) <= 0:
             raise ConfigError(f"model_kwargs widths must be three positive integers, e.g. {{widths: [64, 256, 256]}} (got {widths}).")
+        if act not in GROUP_ACTIVATIONS:
+            raise ConfigError(f"model_kwargs act must be one of {', '.join(GROUP_ACTIVATIONS)} (got {act!r}).")
         self.whiten_width = 2 * in_chans * whiten_kernel ** 2
         self.whiten = nn.Conv2d(in_chans, self.whiten_width, whiten_kernel, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         self.act = nn.GELU()
         chans = [self.whiten_width, *widths]
-        self.groups = nn.Sequential(*[ConvGroup(chans[i], chans[i + 1], depth, residual, bn_momentum)
+        self.groups = nn.Sequential(*[ConvGroup(chans[i], chans[i + 1], depth, residual, bn_momentum, act)
                                       for i in range(3)])
         self.num_features = widths[-1]
         self.num_classes = num_classes
