@@ -145,6 +145,15 @@ def test_a_named_recipe_that_cannot_apply_is_refused(overrides, message):
         resolve_config(None, overrides)
 
 
+def test_a_progressive_schedule_changes_side_at_whole_epochs_only():
+    """The side changes between epochs, so [3.5, 32] used to run as [3, 32] without a word; it is refused."""
+    from cifarlab.config import TrainConfig
+    assert TrainConfig(img_sizes=[[0, 24], [3.0, 32]]).validate().img_sizes == [[0, 24], [3.0, 32]]
+    for bad in ([[0, 24], [3.5, 32]], [[0, 4]], [[0]], []):
+        with pytest.raises(ConfigError, match="img_sizes must be a list of \\[epoch, size\\] pairs, whole epochs"):
+            TrainConfig(img_sizes=bad).validate()
+
+
 def test_every_named_recipe_resolves_and_is_listed(capsys):
     from cifarlab.recipes import NAMED_RECIPES
     for name, entry in NAMED_RECIPES.items():

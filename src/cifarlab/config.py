@@ -244,10 +244,10 @@ class TrainConfig:
         need(self.interpolation in ("nearest", "bilinear", "bicubic", "area"),
              f"interpolation must be nearest, bilinear, bicubic or area (got {self.interpolation!r}).")
         need(self.downsize in ("resize", "crop"), f"downsize must be resize or crop (got {self.downsize!r}).")
-        if self.img_sizes is not None:
-            ok = (isinstance(self.img_sizes, list) and self.img_sizes and all(
-                isinstance(p, (list, tuple)) and len(p) == 2 and p[1] >= 8 for p in self.img_sizes))
-            need(ok, f"img_sizes must be a list of [epoch, size] pairs, e.g. [[0, 64], [3, 128]] (got {self.img_sizes}).")
+        sizes = self.img_sizes
+        need(sizes is None or (isinstance(sizes, list) and sizes and all(isinstance(p, (list, tuple)) and len(p) == 2
+             and float(p[0]).is_integer() and p[1] >= 8 for p in sizes)), "img_sizes must be a list of [epoch, size] "
+             f"pairs, whole epochs (the side changes between epochs), sizes >= 8, e.g. [[0, 64], [3, 128]] (got {sizes}).")
         need(not (self.pretrained and self.weights), "use either --pretrained or --weights, not both.")
         return self
 
