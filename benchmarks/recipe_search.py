@@ -188,13 +188,14 @@ def star_key(runs: list[dict]) -> str:
     return "val_top1_tta" if any(r["val_top1_tta"] is not None or r["curve"] for r in runs) else "test_top1_tta"
 
 
-def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
+def plot(runs: list[dict], rows: list[dict], out: Path, budget_line: bool = True) -> None:
     """Validation top-1 (no TTA) after each epoch against cost seconds (left) and, when the side
     costs are known, against training compute (right), one line per run, one row of panels per
     dataset; a star at the end for validation top-1 with TTA; the dataset's reference dashed, with
     the cost allowed by :data:`TARGETS` marked and its accuracy target drawn. A dataset whose runs
     have no validation split (trained on every training image, the final scoring of a chosen
-    recipe) has no per-epoch curve: its stars are test top-1 with TTA instead."""
+    recipe) has no per-epoch curve: its stars are test top-1 with TTA instead. ``budget_line=False``
+    leaves the allowed cost out, for a screen whose reference is not the target's (a candidate recipe)."""
     plt = pyplot()
     datasets = sorted({r["dataset"] for r in runs})
     kinds = ["wall"] + (["compute"] if all(r["compute"] is not None for r in runs) else [])
@@ -224,7 +225,7 @@ def plot(runs: list[dict], rows: list[dict], out: Path) -> None:
                     tops.append(r[star])
                 tops += list(ys[-2:])
             ref_row = [row for row in rows if row["dataset"] == dataset and row["is_reference"]]
-            if ref_row and ref_row[0][end_key] and cost_frac is not None:
+            if budget_line and ref_row and ref_row[0][end_key] and cost_frac is not None:
                 ax.axvline(cost_frac * ref_row[0][end_key], color="grey", lw=0.8, ls=":")
                 ax.annotate(f"{cost_frac:g} x reference", (cost_frac * ref_row[0][end_key], 0.98),
                             xycoords=("data", "axes fraction"), fontsize=7, rotation=90, ha="right", va="top",
@@ -262,6 +263,9 @@ def main() -> None:
                     help="a candidate's full-side training step time relative to the reference network's, when "
                          "its network differs (benchmarks/side_cost.py --set model_kwargs=...; e.g. w64-256-512=1.36): "
                          "its compute is then counted in the reference network's epochs")
+    ap.add_argument("--no-budget-line", dest="budget_line", action="store_false",
+                    help="leave out the plot's line at the target's cost fraction of --reference: for a screen "
+                         "against another candidate, where that line would not be the target's budget")
     args = ap.parse_args()
     side_costs = {int(k): float(v) for k, v in (a.split("=") for a in args.side_costs)}
     network_costs = {k: float(v) for k, v in (a.rsplit("=", 1) for a in args.network_costs)}
@@ -270,7 +274,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "search.json").write_text(json.dumps({"reference": args.reference, "candidates": rows, "runs": runs}, indent=1))
-    plot(runs, rows, out / "time_to_accuracy.png")
+    plot(runs, rows, out / "time_to_accuracy.png", args.budget_line)
     print(table(rows, args.chosen))
     print(f"\n{out / 'search.json'}, {out / 'time_to_accuracy.png'}")
 

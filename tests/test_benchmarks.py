@@ -138,6 +138,10 @@ def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path,
     ax = plt.gcf().axes[0]
     stars = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
     assert stars == [(700, 93.7), (900, 93.9), (950, 94.1)] and ax.get_ylabel().startswith("test top-1")
+    vertical = lambda a: [ln.get_xdata()[0] for ln in a.lines if len(set(ln.get_xdata())) == 1]
+    assert vertical(ax) == [pytest.approx(0.8 * 925)]   # the target's budget: 0.8x the reference's mean cost
+    rs.plot(runs, rows, tmp_path / "screen.png", budget_line=False)   # a screen against another candidate
+    assert vertical(plt.gcf().axes[0]) == []
     monkeypatch.undo()
     plt.close("all")
 
