@@ -46,8 +46,8 @@ def test_airbench94_size_and_frozen_parts():
 
 
 def test_group_activation_is_a_model_keyword():
-    """act=silu swaps the conv groups' GELU for SiLU (Hiverge's net) and keeps the stem's GELU; the
-    weights are the same, so the two nets differ only in their outputs; a wrong name is a clear error."""
+    """act=silu swaps the conv groups' GELU for SiLU (Hiverge's net) and keeps the stem's GELU: the same
+    parameters load into both, and give different outputs; a wrong name is a clear error."""
     torch.manual_seed(0)
     gelu = create_model("airbench94", 10)
     silu = create_model("airbench94", 10, act="silu")
