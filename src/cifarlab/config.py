@@ -219,8 +219,7 @@ class TrainConfig:
             need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
         need(self.on_nan in ("stop", "skip-batch"), f"on_nan must be stop or skip-batch (got {self.on_nan!r}).")
-        spec = parse_dataset(self.dataset)
-        need(self.early_stopping_patience == 0 or self.val_size > 0 or not spec.is_cifar,
+        need(self.early_stopping_patience == 0 or self.val_size > 0 or not parse_dataset(self.dataset).is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
         need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
         need(self.resize_policy in ("center-crop", "pad"),
@@ -244,10 +243,11 @@ class TrainConfig:
         need(self.interpolation in ("nearest", "bilinear", "bicubic", "area"),
              f"interpolation must be nearest, bilinear, bicubic or area (got {self.interpolation!r}).")
         need(self.downsize in ("resize", "crop"), f"downsize must be resize or crop (got {self.downsize!r}).")
-        sizes = self.img_sizes
+        sizes, num = self.img_sizes, (int, float)
         need(sizes is None or (isinstance(sizes, list) and sizes and all(isinstance(p, (list, tuple)) and len(p) == 2
-             and float(p[0]).is_integer() and p[1] >= 8 for p in sizes)), "img_sizes must be a list of [epoch, size] "
-             f"pairs, whole epochs (the side changes between epochs), sizes >= 8, e.g. [[0, 64], [3, 128]] (got {sizes}).")
+             and all(isinstance(v, num) for v in p) and float(p[0]).is_integer() and p[1] >= 8 for p in sizes)),
+             "img_sizes must be a list of [epoch, size] pairs, whole epochs (the side changes between epochs), "
+             f"sizes >= 8, e.g. [[0, 64], [3, 128]] (got {sizes}).")
         need(not (self.pretrained and self.weights), "use either --pretrained or --weights, not both.")
         return self
 
