@@ -99,8 +99,7 @@ def tta_view_count(level: int, fraction: float = 1.0) -> float:
     """Forward passes per image at TTA ``level`` (1, 2, 6 or 10: what :func:`tta_views` returns), or
     on average ``1 + (views - 1) * fraction`` under selective TTA
     (:func:`cifarlab.evaluation.metrics.selective_tta_logits`)."""
-    views = len(tta_views(torch.zeros(1, 1, 2, 2), level))
-    return views if fraction >= 1 else 1 + (views - 1) * fraction
+    return 1 + (len(tta_views(torch.zeros(1, 1, 2, 2), level)) - 1) * min(fraction, 1.0)
 
 
 def augment_batch(images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int],
