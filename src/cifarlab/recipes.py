@@ -167,7 +167,9 @@ NAMED_RECIPES: dict[str, dict] = {
                  "contrast jitter (+-0.15) on top scored 0.08 points lower over 5 seeds and was left out. The rest of "
                  "that record's values (batch 1536, Muon lr 0.205 and momentum 0.655, label smoothing 0.09, "
                  "the whitening bias for 0.19 epochs, jitter, SiLU) scored 0.05 lower on validation over 4 seeds "
-                 "('nineteenth part').",
+                 "('nineteenth part'). At its compute, 64/160/160 groups for 12.4 epochs scored level on "
+                 "validation (-0.01, 4 seeds), 64/192/192 and 64/320/320 0.16 and 0.36 lower (2 seeds), and "
+                 "SiLU alone 0.12 lower (4 seeds) ('twentieth part').",
         values=dict(_CROP_8EP, tta_fraction=0.25),
     ),
     "airbench94_muon_crop_bs1000": dict(
