@@ -64,16 +64,18 @@ def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
     return [([sz for e0, sz in sizes if e0 <= e] or [sizes[0][1]])[-1] for e in range(epochs)]
 
 
-def schedule_text(sides: list[int], data_side: int, downsize: str | None) -> str:
+def schedule_text(sides: list[int], data_side: int, downsize: str | None, last_fraction: float = 1.0) -> str:
     """Epochs per side in training order, e.g. ``4x24 + 4x32`` (``crop`` added when the smaller
-    sides were crops rather than resized images)."""
-    parts = [[1, sides[0]]] if sides else []
-    for sd in sides[1:]:
-        if sd == parts[-1][1]:
-            parts[-1][0] += 1
+    sides were crops rather than resized images). ``last_fraction``: the share of the last epoch that
+    ran (``--epochs 12.4``: 0.4, shown as ``6x24 + 6.4x32``)."""
+    parts = []
+    for i, sd in enumerate(sides):
+        n = last_fraction if i == len(sides) - 1 else 1.0
+        if parts and sd == parts[-1][1]:
+            parts[-1][0] += n
         else:
-            parts.append([1, sd])
-    text = " + ".join(f"{n}x{sd}" for n, sd in parts)
+            parts.append([n, sd])
+    text = " + ".join(f"{round(n, 2):g}x{sd}" for n, sd in parts)
     return text + (" crop" if downsize == "crop" and any(sd < data_side for sd in sides) else "")
 
 
@@ -95,6 +97,7 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
     if preds is not None and preds.val_logits is not None:
         val_tta = 100.0 * float(np.mean(preds.val_logits.argmax(1) == preds.val_labels))
     sides = epoch_sides(cfg, len(epochs), r["data_side"])
+    last_fraction = float(cfg.get("epochs") or len(epochs)) - (len(epochs) - 1)   # > 1: a run that stopped early
     units = [network_cost * side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
     steps = [e.get("step") for e in epochs]   # cumulative optimizer steps at each epoch's end
     if units and len(steps) > 1 and None not in steps and steps[-1] - steps[-2] < steps[0]:
@@ -104,7 +107,8 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
     candidate, seed = split_run_name(path.name)
     return {"run": path.name, "candidate": candidate, "seed": seed, "dataset": r["dataset"], "epochs": len(epochs),
             "tta": r["tta"], "train_images": r["train_images"], "curve": curve, "sides": sides, "compute": compute,
-            "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize")), "batch_size": cfg["batch_size"],
+            "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize"), min(last_fraction, 1.0)),
+            "batch_size": cfg["batch_size"],
             "compute_curve": compute_curve,
             "val_top1_no_tta": curve[-1][1] if curve else None, "val_top1_tta": val_tta,
             "test_top1_tta": r["test"]["top1"], "superclass_top1": r["test"].get("superclass_top1"),

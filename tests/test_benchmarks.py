@@ -100,6 +100,16 @@ def test_recipe_search_gives_the_seeds_mean_and_spread(rs):
     assert "| 93.50 ± 0.50 | 93.70 ± 0.20 |" in text and "| 92.00 | not read |" in text
 
 
+def test_recipe_search_shows_a_partial_last_epoch_as_its_fraction(rs):
+    """``--epochs 12.4`` with 32 px from epoch 6 ran 13 epochs, the last 0.4 of one: the schedule reads
+    ``6x24 + 6.4x32``, not 7x32; whole epochs and a schedule of one side read as before."""
+    sides = [24] * 6 + [32] * 7
+    assert rs.schedule_text(sides, 32, "crop", 0.4) == "6x24 + 6.4x32 crop"
+    assert rs.schedule_text(sides, 32, "crop") == "6x24 + 7x32 crop"
+    assert rs.schedule_text([32] * 11, 32, None, 0.15) == "10.15x32"
+    assert rs.schedule_text([24] * 3, 32, "resize", 0.8) == "2.8x24"
+
+
 def test_recipe_search_has_a_reference_per_dataset(rs):
     """CIFAR-10 and CIFAR-100 runs in one search: each row's ratio is to its own dataset's reference,
     a reference of one dataset is not one of the other, and superclass top-1 gets a column that
