@@ -97,7 +97,8 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
     if preds is not None and preds.val_logits is not None:
         val_tta = 100.0 * float(np.mean(preds.val_logits.argmax(1) == preds.val_labels))
     sides = epoch_sides(cfg, len(epochs), r["data_side"])
-    last_fraction = float(cfg.get("epochs") or len(epochs)) - (len(epochs) - 1)   # > 1: a run that stopped early
+    last = float(cfg.get("epochs") or len(epochs)) - (len(epochs) - 1)   # the share of the last epoch that ran
+    last_fraction = last if 0 < last < 1 else 1.0                        # >= 1: whole epochs, or stopped early
     units = [network_cost * side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
     steps = [e.get("step") for e in epochs]   # cumulative optimizer steps at each epoch's end
     if units and len(steps) > 1 and None not in steps and steps[-1] - steps[-2] < steps[0]:
@@ -107,7 +108,7 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
     candidate, seed = split_run_name(path.name)
     return {"run": path.name, "candidate": candidate, "seed": seed, "dataset": r["dataset"], "epochs": len(epochs),
             "tta": r["tta"], "train_images": r["train_images"], "curve": curve, "sides": sides, "compute": compute,
-            "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize"), min(last_fraction, 1.0)),
+            "schedule": schedule_text(sides, r["data_side"], cfg.get("downsize"), last_fraction),
             "batch_size": cfg["batch_size"],
             "compute_curve": compute_curve,
             "val_top1_no_tta": curve[-1][1] if curve else None, "val_top1_tta": val_tta,
