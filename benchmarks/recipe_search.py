@@ -67,7 +67,7 @@ def epoch_sides(cfg: dict, epochs: int, data_side: int = 32) -> list[int]:
 def schedule_text(sides: list[int], data_side: int, downsize: str | None, last_fraction: float = 1.0) -> str:
     """Epochs per side in training order, e.g. ``4x24 + 4x32`` (``crop`` added when the smaller
     sides were crops rather than resized images). ``last_fraction``: the share of the last epoch that
-    ran (``--epochs 12.4``: 0.4, shown as ``6x24 + 6.4x32``)."""
+    ran (its steps over a whole epoch's: ``--epochs 12.4`` at 22 steps an epoch ran 9 of 22, ``6x24 + 6.41x32``)."""
     parts = []
     for i, sd in enumerate(sides):
         n = last_fraction if i == len(sides) - 1 else 1.0
@@ -97,12 +97,13 @@ def read_run(path: Path, side_costs: dict[int, float] | None = None, network_cos
     if preds is not None and preds.val_logits is not None:
         val_tta = 100.0 * float(np.mean(preds.val_logits.argmax(1) == preds.val_labels))
     sides = epoch_sides(cfg, len(epochs), r["data_side"])
-    last = float(cfg.get("epochs") or len(epochs)) - (len(epochs) - 1)   # the share of the last epoch that ran
-    last_fraction = last if 0 < last < 1 else 1.0                        # >= 1: whole epochs, or stopped early
-    units = [network_cost * side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
     steps = [e.get("step") for e in epochs]   # cumulative optimizer steps at each epoch's end
-    if units and len(steps) > 1 and None not in steps and steps[-1] - steps[-2] < steps[0]:
-        units[-1] *= (steps[-1] - steps[-2]) / steps[0]   # a last, partial epoch counts its fraction
+    last_fraction = 1.0                       # the share of the last epoch that ran: its steps over a whole one's
+    if len(steps) > 1 and None not in steps and steps[-1] - steps[-2] < steps[0]:
+        last_fraction = (steps[-1] - steps[-2]) / steps[0]
+    units = [network_cost * side_costs.get(sd, float("nan")) for sd in sides] if side_costs else None
+    if units:
+        units[-1] *= last_fraction   # a last, partial epoch counts its fraction
     compute = sum(units) if units else None
     compute_curve = [(sum(units[:i + 1]), e["val_top1"]) for i, e in enumerate(epochs) if "val_top1" in e] if units else []
     candidate, seed = split_run_name(path.name)

@@ -53,6 +53,7 @@ def test_recipe_search_and_tta_levels_read_tiny_runs(cifar10_dir, tmp_path):
     steps = [json.loads(line)["step"] for line in (runs / "wide-s0" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 5]   # 3 steps an epoch on the tiny set: 1.5 epochs round up to 5 steps
     assert rows["wide"]["epochs"] == 2 and rows["wide"]["compute"] == pytest.approx(2 * (1 + 2 / 3))
+    assert rows["wide"]["schedule"] == "1.67x32"   # the steps that ran, as the compute counts them
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recipe_search.py"), str(runs), "--reference", "ref",
                           "--side-costs", "32=1", "--network-costs", "wdie=2", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=600)
@@ -102,7 +103,8 @@ def test_recipe_search_gives_the_seeds_mean_and_spread(rs):
 
 def test_recipe_search_shows_a_partial_last_epoch_as_its_fraction(rs):
     """``--epochs 12.4`` with 32 px from epoch 6 ran 13 epochs, the last 0.4 of one: the schedule reads
-    ``6x24 + 6.4x32``, not 7x32; whole epochs and a schedule of one side read as before."""
+    ``6x24 + 6.4x32``, not 7x32; whole epochs and a schedule of one side read as before (read_run's
+    share, from the steps that ran, is checked on real runs above)."""
     sides = [24] * 6 + [32] * 7
     assert rs.schedule_text(sides, 32, "crop", 0.4) == "6x24 + 6.4x32 crop"
     assert rs.schedule_text(sides, 32, "crop") == "6x24 + 7x32 crop"
