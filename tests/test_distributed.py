@@ -5,8 +5,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from helpers import StopAt, tiny_config
 
 import cifarlab
@@ -36,6 +38,8 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(cifar10_dir, tmp_p
     _run(common + ["--run-dir", str(tmp_path / "one")], 1)
     p = _run(common + ["--run-dir", str(tmp_path / "two")], 2)
     assert p.stdout.count("test top-1") == 1                      # only rank 0 reports
+    assert p.stderr.count("train split holds 200 images") == 1    # and warns
+    assert "find_unused_parameters" not in p.stderr               # DDP built without the search (no warning)
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
     # same global batch of 50 (25 per rank): BatchNorm statistics per rank make it close, not equal
@@ -100,3 +104,29 @@ def test_distributed_refuses_freezing_strategies(cifar10_dir, tmp_path):
     p = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode != 0 and "supports strategy scratch or full" in p.stderr
+
+
+@pytest.mark.parametrize("spare", ["none", "spare"])
+def test_ddp_is_rebuilt_when_a_parameter_stops_training_and_searches_only_for_unused_ones(tmp_path, spare):
+    """Two ranks' averaged gradients equal one process's on the whole batch, before and after a
+    parameter stops training (DDP built again over the rest); DDP searches for unused parameters only
+    when the probe finds one, so torch's "did not find any unused parameters" warning is gone."""
+    child = Path(__file__).with_name("ddp_child.py")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(child),
+                        spare, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "find_unused_parameters" not in p.stderr
+    sys.path.insert(0, str(child.parent))
+    from ddp_child import batch, net
+    model, x = net(spare == "spare"), batch()
+    (model(x).sum() / 2).backward()
+    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["find_unused"] is (spare == "spare")
+        assert got["unused"] == (["spare.weight", "spare.bias"] if spare == "spare" else [])
+        for step, grads in enumerate(got["grads"]):
+            assert set(grads) == set(want) - ({"a.bias"} if step == 2 else set()), step
+            for n, g in grads.items():
+                torch.testing.assert_close(g, want[n], rtol=1e-5, atol=1e-6)

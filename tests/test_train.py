@@ -329,3 +329,19 @@ def test_a_run_that_fails_after_training_is_marked_failed(cifar10_dir, tmp_path,
         cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "run")
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status == {"status": "failed", "reason": "scoring broke"}
+
+
+def test_whitening_bias_trains_for_its_epochs_then_stays(cifar10_dir, tmp_path):
+    """airbench's stem bias trains for ``whiten_bias_epochs`` (4 steps here), then is frozen; a network
+    handed over with the bias already frozen (as a finished run leaves it) trains it too: the loop
+    decides, not the network's last run."""
+    from cifarlab.models import create_model
+    net = create_model("airbench94", num_classes=10, widths=[8, 16, 16])
+    net.whiten_bias_trainable = False
+    assert not net.whiten.bias.requires_grad
+    seen = []
+    cifarlab.train(tiny_config(cifar10_dir, epochs=2, tta=0), run_dir=tmp_path / "run", model=net,
+                   callbacks=(lambda ev, info, m: ev == "step" and seen.append(m.whiten.bias.detach().clone()),))
+    assert len(seen) == 8
+    assert all(not torch.equal(a, b) for a, b in zip(seen[:4], seen[1:4]))   # steps 1-4 move it
+    assert all(torch.equal(seen[3], b) for b in seen[4:])                     # steps 5-8 do not

@@ -10,6 +10,7 @@ epoch lines and warnings; ``-v`` adds the resolved config.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command; returns the exit status."""
     warnings.formatwarning = _one_line_warning  # a user needs the message, not our source line
     args = build_parser().parse_args(argv)
-    if args.quiet:
+    if args.quiet or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone warns: the data is the same
         warnings.simplefilter("ignore")
     try:
         return _run(args)

@@ -16,7 +16,6 @@ connection around the last two), meant for CIFAR-100.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
@@ -127,13 +126,22 @@ class AirbenchNet(nn.Module):
         self.num_features = widths[-1]
         self.num_classes = num_classes
         self.head = ScaledLinear(self.num_features, num_classes)
-        self.whiten_bias_trainable = True
         self._init_head()
 
     def _init_head(self):
         with torch.no_grad():
             w = self.head.weight
             w.mul_(1 / w.std().clamp_min(1e-12))  # unit-std logits at init (airbench94_muon)
+
+    @property
+    def whiten_bias_trainable(self) -> bool:
+        """Whether the stem bias trains (airbench trains it for the first epochs only): its ``requires_grad``.
+        The training loop sets it every step; off, the bias gets no gradient and the optimizers skip it."""
+        return self.whiten.bias.requires_grad
+
+    @whiten_bias_trainable.setter
+    def whiten_bias_trainable(self, on: bool) -> None:
+        self.whiten.bias.requires_grad_(bool(on))
 
     # ---- timm-style interface
     def get_classifier(self) -> nn.Module:
@@ -150,8 +158,7 @@ class AirbenchNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> feature map (B, num_features, H/8-ish, W/8-ish)."""
-        b = self.whiten.bias if self.whiten_bias_trainable else self.whiten.bias.detach()
-        x = self.act(F.conv2d(x, self.whiten.weight, b))
+        x = self.act(self.whiten(x))
         return self.groups(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

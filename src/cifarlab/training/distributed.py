@@ -89,6 +89,69 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
+class ReplicatedForward:
+    """``model``'s forward pass through DistributedDataParallel, built again whenever the set of
+    parameters that require a gradient changes.
+
+    DDP hooks every parameter that requires a gradient when it is built and, unless told to search
+    for unused ones, expects each of them to get one every step. Two things here break that: the
+    airbench stem bias, whose ``requires_grad`` the loop turns off after ``whiten_bias_epochs`` (a
+    new wrapper over the parameters that still train is built then, once per run), and parameters
+    a model's forward pass never uses (some timm models). For those, :func:`unused_parameters` runs
+    one forward and backward pass on two images of the first batch before DDP is built; only when
+    a rank finds one does DDP search the autograd graph for them every step
+    (``find_unused_parameters=True``, which costs a graph traversal per step and makes torch warn
+    on every rank when it finds nothing, as it did for every airbench run before this class).
+
+    Call it inside the step's precision context, in the step's train/eval mode, like the model.
+    """
+
+    def __init__(self, model: torch.nn.Module, env: DistEnv):
+        self.model, self.env = model, env
+        self.ddp = None
+        self.trains: tuple = ()
+        self.find_unused: bool | None = None  # decided on the first call, the same on every rank
+        self.unused: list[str] = []            # this rank's unused parameter names
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        trains = tuple(id(p) for p in self.model.parameters() if p.requires_grad)
+        if self.ddp is None or trains != self.trains:
+            if self.find_unused is None:
+                self.unused = unused_parameters(self.model, x[:2])
+                self.find_unused = sum_across([float(len(self.unused))], self.env)[0] > 0
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp = None  # the old wrapper's gradient hooks go with it
+            self.ddp = DistributedDataParallel(self.model, find_unused_parameters=self.find_unused)
+            self.trains = trains
+        return self.ddp(x)
+
+
+def unused_parameters(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of ``model``'s parameters that require a gradient but get none from a forward and
+    backward pass over ``x`` (float (B, C, H, W), B >= 2 for BatchNorm in train mode), in the mode
+    and precision context the caller is in. Leaves no trace: gradients, buffers (BatchNorm running
+    statistics) and the random number generator states are restored."""
+    params = dict(model.named_parameters())
+    grads = {n: p.grad for n, p in params.items()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for p in params.values():
+                p.grad = None
+            out = model(x)
+            if out.requires_grad:
+                with torch.autocast(x.device.type, enabled=False):
+                    out.float().sum().backward()
+            return [n for n, p in params.items() if p.requires_grad and p.grad is None]
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for n, p in params.items():
+            p.grad = grads[n]
+
+
 def shutdown(env: DistEnv) -> None:
     """Wait for every rank, then leave the process group: the last collective of a run."""
     if env.enabled and dist.is_initialized():

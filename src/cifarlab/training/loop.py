@@ -26,7 +26,7 @@ from ..data.augment import mix_images, mixed_targets
 from ..files import StorageError
 from ..runs import RunDir
 from .checkpoint import load_weights, save_checkpoint
-from .distributed import DistEnv, sum_across
+from .distributed import DistEnv, ReplicatedForward, sum_across
 from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
                      outputs_finite, weights_of, write_failed)
 from .optim import Schedule, build_optimizers
@@ -55,6 +55,8 @@ class Trainer:
         self.spe = len(loader)
         self.total_steps = max(1, math.ceil(cfg.epochs * self.spe))
         self.n_epochs = math.ceil(self.total_steps / self.spe)
+        if hasattr(model, "whiten_bias_trainable"):  # trains from step 0 (the schedule freezes it): optimized
+            model.whiten_bias_trainable = True
         self.strategy = Strategy.from_config(model, cfg, self.spe)
         self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales)
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
@@ -63,10 +65,7 @@ class Trainer:
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                     if cfg.ema else None)
         self.eval_model = self.ema.module if self.ema is not None else model
-        self.fwd = model
-        if self.env.enabled:  # unused: the whitening bias stops receiving gradients after whiten_bias_epochs
-            from torch.nn.parallel import DistributedDataParallel
-            self.fwd = DistributedDataParallel(model, find_unused_parameters=True)
+        self.fwd = ReplicatedForward(model, self.env) if self.env.enabled else model
         self.st = TrainState()
         self.best_state = None
         self.history: list[dict] = []
