@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +120,11 @@ class ReplicatedForward:
             if self.find_unused is None:
                 self.unused = unused_parameters(self.model, x[:2])
                 self.find_unused = sum_across([float(len(self.unused))], self.env)[0] > 0
+                if self.unused and self.env.is_main:
+                    shown = ", ".join(self.unused[:4]) + (", ..." if len(self.unused) > 4 else "")
+                    warnings.warn(f"{len(self.unused)} parameters of the model get no gradient from its forward pass "
+                                  f"({shown}): DDP will search the autograd graph for unused parameters every step. "
+                                  "Remove them from the model to train without that search.", stacklevel=2)
             from torch.nn.parallel import DistributedDataParallel
             self.ddp = None  # the old wrapper's gradient hooks go with it
             self.ddp = DistributedDataParallel(self.model, find_unused_parameters=self.find_unused)

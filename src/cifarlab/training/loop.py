@@ -55,8 +55,8 @@ class Trainer:
         self.spe = len(loader)
         self.total_steps = max(1, math.ceil(cfg.epochs * self.spe))
         self.n_epochs = math.ceil(self.total_steps / self.spe)
-        if hasattr(model, "whiten_bias_trainable"):  # trains from step 0 (the schedule freezes it): optimized
-            model.whiten_bias_trainable = True
+        if hasattr(model, "whiten_bias_trainable"):  # the schedule freezes the stem bias, not the network's last
+            model.whiten_bias_trainable = True       # run: trainable now, so the optimizers hold it
         self.strategy = Strategy.from_config(model, cfg, self.spe)
         self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales)
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
