@@ -118,8 +118,7 @@ def test_ddp_is_rebuilt_when_a_parameter_stops_training_and_searches_only_for_un
     assert p.returncode == 0, p.stderr[-3000:]
     assert "find_unused_parameters" not in p.stderr
     assert p.stderr.count("2 parameters of the model get no gradient") == (spare == "spare")   # rank 0 says so
-    sys.path.insert(0, str(child.parent))
-    from ddp_child import batch, net
+    from ddp_child import batch, net   # tests/ is on sys.path, as for helpers
     model, x = net(spare == "spare"), batch()
     (model(x).sum() / 2).backward()
     want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
