@@ -2,9 +2,10 @@
 without BatchNorm, each rank on its half of one batch, for three backward passes; before the third
 the first layer's bias stops training (as airbench's stem bias does). Each rank saves its gradients.
 
-    torchrun --nproc-per-node 2 ddp_child.py SPARE OUT_DIR
+    torchrun --nproc-per-node 2 ddp_child.py MODE OUT_DIR
 
-SPARE: ``spare`` adds a layer the forward pass never uses; ``none`` does not.
+MODE: ``spare`` adds a layer the forward pass never uses; ``none`` does not; ``skip`` instead
+skips the last layer on the third pass only and runs a fourth (which must stop with a clear error).
 """
 import sys
 from pathlib import Path
@@ -20,9 +21,11 @@ class Net(nn.Module):
         super().__init__()
         self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
         self.spare = nn.Linear(3, 3) if spare else None
+        self.skip_b = False
 
     def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))
+        h = torch.tanh(self.a(x))
+        return h[:, :3] if self.skip_b else self.b(h)
 
 
 def batch() -> torch.Tensor:
@@ -35,13 +38,14 @@ def net(spare: bool) -> Net:
 
 
 if __name__ == "__main__":
-    spare, out = sys.argv[1] == "spare", Path(sys.argv[2])
+    mode, out = sys.argv[1], Path(sys.argv[2])
     env = init()
-    model, x = net(spare), batch()
+    model, x = net(mode == "spare"), batch()
     fwd = ReplicatedForward(model, env)
     grads = []
-    for step in range(3):
-        model.a.bias.requires_grad_(step < 2)
+    for step in range(4 if mode == "skip" else 3):
+        model.a.bias.requires_grad_(step < 2 or mode == "skip")
+        model.skip_b = mode == "skip" and step == 2
         fwd(x[4 * env.rank:4 * env.rank + 4]).sum().backward()  # DDP averages: the full batch's sum / 2
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         model.zero_grad(set_to_none=True)

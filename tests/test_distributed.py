@@ -130,3 +130,15 @@ def test_ddp_is_rebuilt_when_a_parameter_stops_training_and_searches_only_for_un
             assert set(grads) == set(want) - ({"a.bias"} if step == 2 else set()), step
             for n, g in grads.items():
                 torch.testing.assert_close(g, want[n], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_stops_with_a_clear_error_when_a_later_step_leaves_a_parameter_unused(tmp_path):
+    """The probe sees the first step: a layer skipped on the third step alone stops the fourth with
+    cifarlab's message (what happened, how to go on), not torch's reducer error."""
+    child = Path(__file__).with_name("ddp_child.py")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(child),
+                        "skip", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode != 0
+    assert "ConfigError: Distributed training stopped: on the last step the model left parameters" in p.stderr
+    assert "Expected to have finished reduction" not in p.stderr

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -104,7 +106,11 @@ class ReplicatedForward:
     (``find_unused_parameters=True``, which costs a graph traversal per step and makes torch warn
     on every rank when it finds nothing, as it did for every airbench run before this class).
 
-    Call it inside the step's precision context, in the step's train/eval mode, like the model.
+    The probe sees the first step only, as torchvision's reference scripts build DDP without the
+    search: a forward pass that skips parameters on later steps alone (a layer dropped at random for
+    a whole batch) stops the run at the step after with :class:`~cifarlab.config.ConfigError`,
+    which says so, instead of torch's reducer error. Call it inside the step's precision context, in
+    the step's train/eval mode, like the model.
     """
 
     def __init__(self, model: torch.nn.Module, env: DistEnv):
@@ -129,7 +135,18 @@ class ReplicatedForward:
             self.ddp = None  # the old wrapper's gradient hooks go with it
             self.ddp = DistributedDataParallel(self.model, find_unused_parameters=self.find_unused)
             self.trains = trains
-        return self.ddp(x)
+        try:
+            return self.ddp(x)
+        except RuntimeError as e:
+            if "finished reduction in the prior iteration" not in str(e):
+                raise
+            raise ConfigError(
+                "Distributed training stopped: on the last step the model left parameters without a gradient, though "
+                "every parameter got one on the first step (its forward pass skips layers on some steps). DDP runs "
+                "without the per-step search for unused parameters unless the first step finds some, and that step's "
+                "gradients were not all averaged across processes. Train this model in one process (resume the run "
+                "without torchrun: cifarlab train --resume RUN_DIR), or make its forward pass use every parameter on "
+                "every step.") from None
 
 
 def unused_parameters(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
