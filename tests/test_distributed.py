@@ -20,11 +20,17 @@ TINY = ["--set", "model_kwargs={widths: [8, 16, 16]}", "--batch-size", "50", "--
         "--set", "download=false"]
 
 
+def _launch(target: list[str], nproc: int, timeout=300) -> subprocess.CompletedProcess:
+    """``python TARGET`` (``["-m", "cifarlab", ...]`` or ``[script, ...]``) in one process, or under torchrun
+    in ``nproc``, each of one thread; the exit status is the caller's to check."""
+    launcher = [sys.executable] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.run(launcher + target, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
 def _run(args, nproc: int, timeout=300):
-    launcher = [sys.executable, "-m", "cifarlab"] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "cifarlab"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run(launcher + args, capture_output=True, text=True, timeout=timeout, env=env)
+    p = _launch(["-m", "cifarlab", *args], nproc, timeout)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     return p
 
@@ -50,6 +56,8 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(cifar10_dir, tmp_p
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1   # rank 0 alone wrote
     assert r["test"]["top1"] >= 90
 
+
+CHILD = Path(__file__).with_name("ddp_child.py")   # ReplicatedForward under torchrun, on a small net
 
 NO_BN = ["--model", "lenet", "--precision", "fp32", "--batch-size", "50", "--tta", "0", "--no-progress", "--threads",
          "1", "--set", "eval_batch_size=64", "--set", "download=false", "--set", "channels_last=false"]
@@ -100,9 +108,7 @@ def test_resume_with_two_processes(cifar10_dir, tmp_path):
 def test_distributed_refuses_freezing_strategies(cifar10_dir, tmp_path):
     args = ["train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--epochs", "2", *TINY,
             "--strategy", "fine-tune", "--run-dir", str(tmp_path / "x")]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cifarlab"]
-    p = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = _launch(["-m", "cifarlab", *args], 2)
     assert p.returncode != 0 and "supports strategy scratch or full" in p.stderr
 
 
@@ -111,10 +117,7 @@ def test_ddp_is_rebuilt_when_a_parameter_stops_training_and_searches_only_for_un
     """Two ranks' averaged gradients equal one process's on the whole batch, before and after a
     parameter stops training (DDP built again over the rest); DDP searches for unused parameters only
     when the probe finds one, so torch's "did not find any unused parameters" warning is gone."""
-    child = Path(__file__).with_name("ddp_child.py")
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(child),
-                        spare, str(tmp_path)], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = _launch([str(CHILD), spare, str(tmp_path)], 2)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "find_unused_parameters" not in p.stderr
     assert p.stderr.count("2 parameters of the model get no gradient") == (spare == "spare")   # rank 0 says so
@@ -135,10 +138,34 @@ def test_ddp_is_rebuilt_when_a_parameter_stops_training_and_searches_only_for_un
 def test_ddp_stops_with_a_clear_error_when_a_later_step_leaves_a_parameter_unused(tmp_path):
     """The probe sees the first step: a layer skipped on the third step alone stops the fourth with
     cifarlab's message (what happened, how to go on), not torch's reducer error."""
-    child = Path(__file__).with_name("ddp_child.py")
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(child),
-                        "skip", str(tmp_path)], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = _launch([str(CHILD), "skip", str(tmp_path)], 2)
     assert p.returncode != 0
     assert "ConfigError: Distributed training stopped: on the last step the model left parameters" in p.stderr
     assert "Expected to have finished reduction" not in p.stderr
+
+
+def test_the_unused_parameter_probe_names_them_and_leaves_the_model_and_random_stream_alone():
+    """The probe runs a training-mode pass with dropout and BatchNorm: it names the layer the forward
+    pass skips, and the model's statistics, gradients and the random stream are as before."""
+    from torch import nn
+    from cifarlab.training.distributed import unused_parameters
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.drop = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)
+            self.spare = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.drop(self.bn(self.conv(x))).mean((2, 3))
+
+    net = Net().train()
+    stats = {k: v.clone() for k, v in net.bn.state_dict().items()}
+    torch.manual_seed(3)
+    assert unused_parameters(net, torch.randn(2, 3, 8, 8)) == ["spare.weight", "spare.bias"]
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    torch.randn(2, 3, 8, 8)
+    assert torch.equal(after, torch.rand(4))                                 # the probe drew nothing
+    assert all(torch.equal(v, net.bn.state_dict()[k]) for k, v in stats.items())
+    assert all(p.grad is None for p in net.parameters())

@@ -16,6 +16,7 @@ then); an epoch interrupted in one process and resumed in several is counted exa
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
@@ -152,27 +153,18 @@ class ReplicatedForward:
 def unused_parameters(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     """Names of ``model``'s parameters that require a gradient but get none from a forward and
     backward pass over ``x`` (float (B, C, H, W), B >= 2 for BatchNorm in train mode), in the mode
-    and precision context the caller is in. Leaves no trace: gradients, buffers (BatchNorm running
-    statistics) and the random number generator states are restored."""
-    params = dict(model.named_parameters())
-    grads = {n: p.grad for n, p in params.items()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            for p in params.values():
-                p.grad = None
-            out = model(x)
-            if out.requires_grad:
-                with torch.autocast(x.device.type, enabled=False):
-                    out.float().sum().backward()
-            return [n for n, p in params.items() if p.requires_grad and p.grad is None]
-    finally:
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
-        for n, p in params.items():
-            p.grad = grads[n]
+    and precision context the caller is in. The pass runs on a copy (as the default-input-size probe
+    of :func:`cifarlab.workflow.setup.check_default_input_size` does), under a forked random number
+    generator: ``model``, its BatchNorm statistics and the random stream are left as they were."""
+    probe = copy.deepcopy(model)
+    for p in probe.parameters():
+        p.grad = None
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
+        out = probe(x)
+        if out.requires_grad:
+            with torch.autocast(x.device.type, enabled=False):
+                out.float().sum().backward()
+    return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def shutdown(env: DistEnv) -> None:
