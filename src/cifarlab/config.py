@@ -18,6 +18,7 @@ import yaml
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: cifarlab.runtime.resolve_precision
 TTA_LEVELS = (0, 1, 2, 3)                    # test-time augmentation levels: cifarlab.data.augment.tta_views
 
 # Keys whose change leaves a saved training state (and a finished run's result) meaningful: where
@@ -141,10 +142,10 @@ class TrainConfig:
     ema: bool = False                   # keep an exponential moving average of the weights
     ema_decay: float = 0.99             # EMA decay per step
     # --- numerics and speed
-    precision: str = "bf16"             # bf16 (autocast, fp32 master weights) | fp32
+    precision: str = "auto"             # auto (bf16 where the device has it natively, fp16 + gradient scaler on older GPUs, else fp32) | bf16 | fp16 (CUDA) | fp32
     channels_last: bool = False         # NHWC memory format (faster convolutions on CPU for the airbench nets)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int | None = None          # torch intra-op threads; None = torch default
+    threads: int | None = None          # torch intra-op threads; None = torch's (one per physical core), at most the cores this process may use
     # --- evaluation and control
     tta: int = 2                        # 0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)
     tta_fraction: float = 1.0           # selective TTA: the share of each batch, least sure first, given the views
@@ -202,7 +203,7 @@ class TrainConfig:
         need(self.schedule in ("linear", "cosine", "onecycle", "constant"),
              f"schedule must be linear, cosine, onecycle or constant (got {self.schedule!r}).")
         need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
-        need(self.precision in ("bf16", "fp32"), f"precision must be bf16 or fp32 (got {self.precision!r}).")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
         need(self.tta in TTA_LEVELS, f"tta must be one of {', '.join(map(str, TTA_LEVELS))} (got {self.tta}).")
         t, b, c = self.tta_fraction, self.brightness, self.contrast
         need(0 < t <= 1 and b >= 0 and 0 <= c < 1, f"tta_fraction must be in (0, 1], brightness >= 0 and contrast "
@@ -221,7 +222,8 @@ class TrainConfig:
         need(self.on_nan in ("stop", "skip-batch"), f"on_nan must be stop or skip-batch (got {self.on_nan!r}).")
         need(self.early_stopping_patience == 0 or self.val_size > 0 or not parse_dataset(self.dataset).is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
-        need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}).")
+        need(self.threads is None or self.threads > 0, f"threads must be a positive number of CPU threads (got {self.threads}); leave it "
+             "out for one per physical core.")
         need(self.resize_policy in ("center-crop", "pad"),
              f"resize_policy must be center-crop or pad (got {self.resize_policy!r}).")
         need(self.folder_size >= 8, f"folder_size must be >= 8 pixels (got {self.folder_size}).")

@@ -94,6 +94,7 @@ class Results:
     distributed: dict | None = None     # torchrun: world_size, backend
     skipped_batches: int = 0            # on_nan=skip-batch: batches skipped for a non-finite loss/gradient
     calibration: dict | None = None     # temperature scaling fitted on validation; test ECE/NLL before/after
+    precision: dict | None = None       # {"requested", "used", "reason", "grad_scaler", "muon_matmul"}: what ran
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..version import __version__
-from ..config import STRATEGIES, TTA_LEVELS
+from ..config import PRECISIONS, STRATEGIES, TTA_LEVELS
 from ..config_help import config_keys
 from ..recipes import recipe_config
 
@@ -20,11 +20,19 @@ FLAGS = {"dataset": str, "data_dir": str, "recipe": str, "model": str, "epochs":
          "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
          "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
          "cutmix": float, "trainable_stages": int, "random_resized_crop": float, "auto_augment": str}
-CHOICES = {"precision": ["bf16", "fp32"], "optimizer": ["muon", "sgd", "adamw"], "tta": list(TTA_LEVELS),
+CHOICES = {"precision": list(PRECISIONS), "optimizer": ["muon", "sgd", "adamw"], "tta": list(TTA_LEVELS),
            "strategy": list(STRATEGIES), "auto_augment": ["none", "trivialaugment"],
            "schedule": ["linear", "cosine", "onecycle", "constant"]}
 SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patience": "--early-stopping",
             "progress": "--no-progress"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the command, what was wrong, and where the flags are listed,
+    instead of the whole usage text above the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; '{self.prog} --help' lists the arguments\n")
 
 
 def _default_text(key: str, default, recipe_cfg) -> str:
@@ -96,7 +104,7 @@ def _train_parsers(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (see ``cifarlab --help``)."""
-    parser = argparse.ArgumentParser(prog="cifarlab", description=DESCRIPTION)
+    parser = Parser(prog="cifarlab", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
     _verbosity(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

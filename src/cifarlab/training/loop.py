@@ -2,8 +2,8 @@
 :class:`TrainState` (the position and running sums, saved for resume), :meth:`Trainer.step` (one
 optimizer step) and :meth:`Trainer.end_epoch` (validation, metrics row, checkpoints, early stopping).
 
-Per step: forward under the precision context it is given (bf16 autocast with fp32 master weights,
-or plain fp32), cross-entropy with label smoothing, backward, schedule, optimizer steps, optional
+Per step: forward under the precision context it is given (bf16 or fp16 autocast with fp32 master
+weights, fp16 with a gradient scaler, or plain fp32), cross-entropy with label smoothing, backward, schedule, optimizer steps, optional
 EMA. Per epoch: optional validation, a metrics row (``metrics.jsonl`` + TensorBoard),
 ``checkpoint-last`` (+ ``checkpoint-best``) written atomically, early stopping. Ctrl-C saves the
 exact position (mid-epoch included) so ``--resume`` continues to the same result as an
@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..data.augment import mix_images, mixed_targets
 from ..files import StorageError
 from ..runs import RunDir
+from ..runtime import device_failure, grad_scaler_for, matmul_dtype_of
 from .checkpoint import load_weights, save_checkpoint
 from .distributed import DistEnv, ReplicatedForward, sum_across
 from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
@@ -35,6 +36,10 @@ from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOut
 from .strategy import Strategy
 
 
+# fp16 loss scaling starts at 2**16 and halves per overflow: 24 in a row leave a scale of 2**-8
+MAX_SCALER_SKIPS_IN_A_ROW = 24
+
+
 def _clone(state: dict) -> dict:
     return {k: t.detach().clone() for k, t in state.items()}
 
@@ -43,7 +48,8 @@ class Trainer:
     """One training run's moving parts: model, optimizers, schedule, EMA, strategy and state.
 
     See :func:`fit` for the arguments; ``ctx`` is a zero-argument callable returning the precision
-    context of a forward pass (:func:`cifarlab.runtime.autocast`).
+    context of a forward pass: a :class:`cifarlab.runtime.Precision`, whose fp16 brings a
+    ``torch.amp.GradScaler`` (its state saved with the train state) and whose ``matmul_dtype`` is Muon's.
     """
 
     def __init__(self, model, loader, cfg: TrainConfig, run: RunDir, device: torch.device, ctx, val_fn=None,
@@ -58,7 +64,9 @@ class Trainer:
         if hasattr(model, "whiten_bias_trainable"):  # the schedule freezes the stem bias, not the network's last
             model.whiten_bias_trainable = True       # run: trainable now, so the optimizers hold it
         self.strategy = Strategy.from_config(model, cfg, self.spe)
-        self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales)
+        self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales,
+                                           matmul_dtype=matmul_dtype_of(ctx))
+        self.scaler = grad_scaler_for(ctx, cfg.batch_size // self.env.world if cfg.loss_reduction == "sum" else 1)
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
                                  cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe),
                                  decay_steps=round(cfg.decay_epochs * self.spe))
@@ -84,6 +92,8 @@ class Trainer:
         if not self.main:  # the saved sums of an unfinished epoch cover all ranks: count them once, on rank 0
             self.st.acc_loss, self.st.acc_correct, self.st.acc_seen = 0.0, 0, 0
         torch.set_rng_state(resume["rng"]["torch"])
+        if self.scaler is not None and resume.get("grad_scaler"):
+            self.scaler.load_state_dict(resume["grad_scaler"])
         best_file = self.run.checkpoint("best")
         if self.st.best_epoch >= 0 and best_file.is_file():
             self.best_state = load_weights(best_file)
@@ -99,7 +109,8 @@ class Trainer:
         save_checkpoint(self.run.path, "last", weights, {
             "optimizers": [o.state_dict() for o in self.optimizers], "position": asdict(self.st),
             "rng": rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
-            "total_steps": self.total_steps})
+            "total_steps": self.total_steps,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
 
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
@@ -109,13 +120,14 @@ class Trainer:
             TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or more than
                 :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``).
             TrainingOutOfMemory: the step ran out of memory (status ``failed``).
+            DeviceError: the GPU could not run the step (no kernel image, cuDNN; status ``failed``).
         """
         st, cfg = self.st, self.cfg
         self.model.train()  # every step: the strategy then re-freezes BatchNorm where it must
         self.strategy.set_mode(self.model, st.global_step)
         if hasattr(self.model, "whiten_bias_trainable"):
             self.model.whiten_bias_trainable = st.global_step < self.schedule.whiten_steps
-        lam = None
+        lam, overflow = None, False
         if cfg.mixup or cfg.cutmix:
             x, lam = mix_images(x, cfg.mixup, cfg.cutmix)
         try:
@@ -131,26 +143,36 @@ class Trainer:
                 bad = bad or ("the training loss became non-finite on another process" if others else None)
             if bad is None:
                 # DDP averages gradients over ranks; a summed loss must count the whole global batch
-                (loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss).backward()
+                loss_all = loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss
+                (loss_all if self.scaler is None else self.scaler.scale(loss_all)).backward()
+                for opt in self.optimizers if self.scaler is not None else ():
+                    self.scaler.unscale_(opt)  # true-scale gradients: checked below, then stepped
                 if not all_finite([p.grad for p in self.model.parameters() if p.grad is not None]):
-                    bad = "a gradient became NaN/inf"
+                    bad, overflow = "a gradient became NaN/inf", self.scaler is not None
         except RuntimeError as e:
+            failure = device_failure(e, self.device)
+            if failure is not None:
+                if self.main:
+                    self.run.set_status("failed", epoch=epoch + 1, step=st.global_step, reason=str(failure))
+                raise failure from e
             if not is_out_of_memory(e):
                 raise
             self.model.zero_grad(set_to_none=True)
             raise self._out_of_memory(e, epoch) from None
+        if overflow:
+            return self._scaler_overflow(epoch)
         if bad is not None:
             self.model.zero_grad(set_to_none=True)
             if cfg.on_nan != "skip-batch" or st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
                 after = f" after {st.skipped_in_a_row} skipped batches in a row" if cfg.on_nan == "skip-batch" else ""
                 self._diverged(f"{bad}{after} at epoch {epoch + 1} (step {st.global_step + 1})", epoch, not after)
-            st.skipped_batches, st.skipped_in_a_row = st.skipped_batches + 1, st.skipped_in_a_row + 1
-            st.global_step, st.step_in_epoch = st.global_step + 1, st.step_in_epoch + 1
-            return self.schedule.multiplier(st.global_step - 1)
+            return self._skip_batch()
         st.skipped_in_a_row = 0
         lr_mult = self.schedule.set(st.global_step)
         for opt in self.optimizers:
-            opt.step()
+            opt.step() if self.scaler is None else self.scaler.step(opt)
+        if self.scaler is not None:
+            self.scaler.update()
         self.model.zero_grad(set_to_none=True)
         if not all_finite(weights_of(self.model)):
             self._diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
@@ -167,6 +189,26 @@ class Trainer:
         for cb in self.callbacks:
             cb("step", {"epoch": epoch, "global_step": st.global_step, "loss": per_image}, self.model)
         return lr_mult
+
+    def _skip_batch(self) -> float:
+        """Count the batch as skipped and move the position on, as ``on_nan=skip-batch`` does."""
+        st = self.st
+        st.skipped_batches, st.skipped_in_a_row = st.skipped_batches + 1, st.skipped_in_a_row + 1
+        st.global_step, st.step_in_epoch = st.global_step + 1, st.step_in_epoch + 1
+        return self.schedule.multiplier(st.global_step - 1)
+
+    def _scaler_overflow(self, epoch: int) -> float:
+        """fp16: the scaled gradients overflowed. The scaler skips the step and halves its scale (its
+        normal working, most often in the first steps); counted as a skipped batch. Diverged only
+        after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row, when the scale has fallen below ~0.004."""
+        for opt in self.optimizers:
+            self.scaler.step(opt)  # skipped: unscale_ recorded the inf
+        self.scaler.update()
+        self.model.zero_grad(set_to_none=True)
+        if self.st.skipped_in_a_row >= MAX_SCALER_SKIPS_IN_A_ROW:
+            self._diverged(f"the fp16 gradients overflowed {self.st.skipped_in_a_row} steps in a row at epoch "
+                           f"{epoch + 1} (step {self.st.global_step + 1}; loss scale {self.scaler.get_scale():g})", epoch)
+        return self._skip_batch()
 
     def _last_good(self, done: int | None = None) -> str:
         return last_good(self.run.path, self.st.epoch if done is None else done)
@@ -302,8 +344,8 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
             raised in one behaves like Ctrl-C (used by tests).
         dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: DDP-wrapped model,
             epoch metrics summed across ranks, only rank 0 writes the run directory.
-        ctx: zero-argument callable giving the forward pass's precision context
-            (:func:`cifarlab.runtime.autocast` bound to the device and precision); None: no autocast.
+        ctx: zero-argument callable giving the forward pass's precision context (a
+            :class:`cifarlab.runtime.Precision`: fp16 adds a gradient scaler); None: no autocast.
 
     Raises:
         TrainingDiverged, TrainingOutOfMemory, StorageError: see :meth:`Trainer.step`,

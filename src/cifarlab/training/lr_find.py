@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
+from ..runtime import matmul_dtype_of
 from .optim import build_optimizers
 from .strategy import Strategy
 
@@ -29,7 +30,7 @@ def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontex
     "steepest": lr}`` (lr of the main parameter group, per step). The model is modified: use a copy.
 
     Group learning rates keep their ratios to ``cfg.lr`` (bias, head, layer-decay scales). ``ctx``:
-    zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
+    zero-argument callable giving the precision context (a :class:`cifarlab.runtime.Precision`).
 
     Raises:
         ValueError: ``start_lr``/``end_lr`` not 0 < start < end.
@@ -37,7 +38,8 @@ def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontex
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"lr-find needs 0 < --start-lr < --end-lr (got {start_lr}, {end_lr}).")
     strategy = Strategy.from_config(model, cfg, len(loader))
-    opts = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales)
+    opts = build_optimizers(model, cfg, params=strategy.optimized_ids, scales=strategy.scales,
+                            matmul_dtype=matmul_dtype_of(ctx))
     ratios = [[g["lr"] / cfg.lr for g in o.param_groups] for o in opts]
     lrs, raw, smooth = [], [], []
     avg, best, step, epoch = 0.0, math.inf, 0, 0

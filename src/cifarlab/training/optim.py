@@ -13,14 +13,17 @@ import torch
 from torch import nn
 
 
-def _newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately orthogonalise a 2-D matrix (U S V^T -> ~U V^T) in bf16.
+def _newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7,
+                   dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Approximately orthogonalise a 2-D matrix (U S V^T -> ~U V^T), computing in ``dtype``.
 
     Quintic Newton-Schulz iteration with coefficients (3.4445, -4.7750, 2.0315) from Keller
-    Jordan's Muon (github.com/KellerJordan/Muon); 3 steps as in airbench94_muon.
+    Jordan's Muon (github.com/KellerJordan/Muon); 3 steps as in airbench94_muon, which computes
+    in bf16. Where bf16 is emulated, fp32 is ~40x faster (0.019 against 0.71 s for a 256x2304
+    matrix on an AVX2 CPU) and at least as accurate.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.to(torch.bfloat16)
+    x = g.to(dtype)
     x = x / (x.norm() + eps)
     transposed = x.size(0) > x.size(1)
     if transposed:
@@ -39,14 +42,19 @@ class ConvMuon(torch.optim.Optimizer):
     (out_channels, in*k*k)) times lr. ``torch.optim.Muon`` accepts only 2-D parameters and has no
     renormalisation, hence this class.
 
+    ``matmul_dtype``: the dtype of the orthogonalisation's products (bf16 as in the source, where the
+    device has it natively; fp32 elsewhere: :attr:`cifarlab.runtime.Precision.matmul_dtype`).
+
     Source: K. Jordan et al., "Muon: An optimizer for hidden layers" (2024);
     github.com/KellerJordan/cifar10-airbench, airbench94_muon.py.
     """
 
-    def __init__(self, params, lr: float = 0.24, momentum: float = 0.6, nesterov: bool = True, ns_steps: int = 3):
+    def __init__(self, params, lr: float = 0.24, momentum: float = 0.6, nesterov: bool = True, ns_steps: int = 3,
+                 matmul_dtype: torch.dtype = torch.bfloat16):
         if lr <= 0 or not 0 <= momentum < 1:
             raise ValueError(f"ConvMuon needs lr > 0 and 0 <= momentum < 1 (got {lr}, {momentum})")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps))
+        self.matmul_dtype = matmul_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,7 +70,7 @@ class ConvMuon(torch.optim.Optimizer):
                 buf.mul_(group["momentum"]).add_(g)
                 g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                 p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
-                update = _newton_schulz(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)
+                update = _newton_schulz(g.reshape(len(g), -1), group["ns_steps"], dtype=self.matmul_dtype).view_as(p)
                 p.add_(update, alpha=-group["lr"])
 
 
@@ -114,14 +122,15 @@ def layer_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
             for n, _ in model.named_parameters()}
 
 
-def build_optimizers(model: nn.Module, cfg, params: set | None = None,
-                     scales: dict[str, float] | None = None) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: nn.Module, cfg, params: set | None = None, scales: dict[str, float] | None = None,
+                     matmul_dtype: torch.dtype = torch.bfloat16) -> list[torch.optim.Optimizer]:
     """Optimizers for ``cfg.optimizer``; each param group carries a ``name`` used by the schedule.
 
     muon: ConvMuon on filters + Nesterov SGD on head and biases (airbench94_muon).
     sgd: Nesterov SGD, filters at ``lr``. adamw: AdamW, filters at ``lr``, betas (momentum, 0.999).
     ``params``: ids of the parameters to optimise (default: those with requires_grad).
     ``scales``: per-parameter-name lr multipliers (:func:`layer_scales`); groups split by multiplier.
+    ``matmul_dtype``: Muon's orthogonalisation dtype (:class:`ConvMuon`).
     """
     g = param_groups(model, params)
     scales = scales or {}
@@ -139,7 +148,7 @@ def build_optimizers(model: nn.Module, cfg, params: set | None = None,
         opts = [torch.optim.SGD(side, lr=cfg.bias_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)] if side else []
         filt = groups("filters", cfg.lr, wd=False)
         if filt:
-            opts.append(ConvMuon(filt, lr=cfg.lr, momentum=cfg.muon_momentum))
+            opts.append(ConvMuon(filt, lr=cfg.lr, momentum=cfg.muon_momentum, matmul_dtype=matmul_dtype))
         return opts
     all_groups = groups("filters", cfg.lr) + side
     if cfg.optimizer == "sgd":

@@ -209,7 +209,7 @@ def fit_partial(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, de
             "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
     extra = {"trainable_stages": cfg.trainable_stages, "dtype": cfg.cache_dtype, "tta_views": min(cfg.tta, 1),
              "crop_scale": cfg.random_resized_crop or CROP_SCALE, "kind": "trunk"}
-    key = feature_key(cfg, location, side, norm, tuple(view_names(cfg)), extra)
+    key = feature_key(cfg, location, side, norm, tuple(view_names(cfg)), extra, precision=getattr(ctx, "name", None))
     t0 = time.perf_counter()
     folder, hit = build_trunk_cache(trunk, pipes, cfg, key, ctx)
     extract_seconds = time.perf_counter() - t0

@@ -82,9 +82,10 @@ def _file_id(path: str) -> str:
 
 
 def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict, views: tuple[str, ...],
-                extra: dict | None = None) -> str:
+                extra: dict | None = None, precision: str | None = None) -> str:
     """Hex key of everything the cached features depend on (``location``: the data's folder;
-    ``extra``: anything else a cache's contents depend on, e.g. where the network is cut).
+    ``extra``: anything else a cache's contents depend on, e.g. where the network is cut;
+    ``precision``: the one the features are computed in, default ``cfg.precision``).
 
     The training seed is part of the key only through randomly initialised weights: features of
     loaded weights are the same for every seed, so the seeds of a suite share one cache."""
@@ -101,7 +102,7 @@ def feature_key(cfg: TrainConfig, location: str, side: int, normalization: dict,
                 "side": side, "interpolation": cfg.interpolation, "dataset": cfg.dataset, "files": files,
                 "source": str(src), "val_size": cfg.val_size, "train_size": cfg.train_size,
                 "split_seed": cfg.split_seed,
-                "normalization": normalization, "views": list(views), "precision": cfg.precision, **(extra or {})}
+                "normalization": normalization, "views": list(views), "precision": precision or cfg.precision, **(extra or {})}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -136,7 +137,7 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
     side = pipes["test"].side() or 32
     norm = {"mean": [round(v, 6) for v in pipes["test"].loader.mean.tolist()],
             "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
-    key = feature_key(cfg, location, side, norm, views)
+    key = feature_key(cfg, location, side, norm, views, precision=getattr(ctx, "name", None))
     folder = Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
     path = folder / f"{key}.safetensors"
     t0 = time.perf_counter()

@@ -13,6 +13,12 @@ ESTIMATE_AFTER_STEPS = 4     # steps timed (after the first, which pays one-off 
 LONG_RUN_SECONDS = 3600.0
 
 
+def say(message: str) -> None:
+    """One line on stderr through tqdm, so it does not tear a progress bar."""
+    from tqdm.auto import tqdm
+    tqdm.write(message, file=sys.stderr)
+
+
 def format_seconds(s: float) -> str:
     """``"42 s"``, ``"7.5 min"`` or ``"2.3 h"``."""
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
@@ -51,10 +57,8 @@ class Console:
         self.estimated = False
 
     def write(self, message: str) -> None:
-        if not self.enabled:
-            return
-        from tqdm.auto import tqdm
-        tqdm.write(message, file=sys.stderr)
+        if self.enabled:
+            say(message)
 
     def start_epoch(self, epoch: int, done_in_epoch: int, steps_here: int) -> None:
         if not self.enabled:

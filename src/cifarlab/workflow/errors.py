@@ -1,5 +1,5 @@
 """The exception types that mean bad input or a run that cannot go on (config, data, run directory,
-model, weights, checkpoint, divergence, memory, disk, suite, ensemble): the command line reports
+model, weights, checkpoint, divergence, memory, disk, suite, ensemble, a GPU that cannot run the step): the command line reports
 them as one paragraph rather than a traceback, with the exit status of :func:`exit_code`, and a
 suite records them per run and goes on. Any other exception (a plain ``ValueError`` from deep
 inside included) is a bug and keeps its traceback."""
@@ -9,13 +9,14 @@ from ..evaluation.ensemble import EnsembleError
 from ..files import FolderInUse, StorageError
 from ..models import UnknownModelError, WeightsError
 from ..runs import RunDirError
+from ..runtime import DeviceError
 from ..training import CheckpointError, TrainingDiverged, TrainingOutOfMemory
 from .export import ExportError
 from .suite_file import SuiteError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunDirError, FolderInUse, UnknownModelError, CheckpointError,
                                             TrainingDiverged, TrainingOutOfMemory, StorageError, WeightsError,
-                                            SuiteError, EnsembleError, ExportError)
+                                            SuiteError, EnsembleError, ExportError, DeviceError)
 
 EXIT_CODES = {0: "done", 1: "internal error (a bug: please report it with the traceback)",
               2: "bad input: config, data, run directory, model, checkpoint; or the run directory is in use",

@@ -59,7 +59,7 @@ def score_arrays(cfg, model, results: dict, images: np.ndarray, tta: int | None 
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="predicting", unit="batch", file=sys.stderr, leave=False)
-    logits, _ = predict_logits(model, batches, precision_context(device, cfg.precision),
+    logits, _ = predict_logits(model, batches, precision_context(device, cfg.precision, scoring=True),
                                tta=cfg.tta if tta is None else tta, tta_fraction=cfg.tta_fraction)
     return (logits.float() / temperature_of(results)).softmax(1).cpu()
 

@@ -4,7 +4,6 @@ export, predictions) and passed down.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +13,7 @@ from ..config import ConfigError, TrainConfig
 from ..data import Batches, DataSource, size_schedule, source_for, take
 from ..models import build_model, check_input_size, data_config, is_user_module
 from ..runs import RunDir
-from ..runtime import autocast, resolve_device
+from ..runtime import Precision, resolve_device, resolve_precision
 from ..training import load_model_checkpoint
 
 # airbench's data-dependent init (patch whitening) looks at this many training images
@@ -26,14 +25,14 @@ class Setup:
     """What a command works with.
 
     Attributes:
-        cfg: the resolved config; device: where tensors live; ctx: zero-argument callable giving
-        the precision context of a forward pass; source: the dataset; model: on ``device``;
+        cfg: the resolved config; device: where tensors live; ctx: the :class:`~cifarlab.runtime.Precision`
+        chosen for ``device`` (calling it gives a forward pass's precision context); source: the dataset; model: on ``device``;
         pipes: ``{"train", "val", "test"}`` :class:`~cifarlab.data.Batches` (val None without a
         split); normalization: ``{"mean": [3], "std": [3]}`` in [0, 1] units.
     """
     cfg: TrainConfig
     device: torch.device
-    ctx: object
+    ctx: Precision
     source: DataSource
     model: nn.Module
     pipes: dict
@@ -44,9 +43,15 @@ class Setup:
         return build_model(self.cfg, self.source.num_classes, self.device, load_weights=False)
 
 
-def precision_context(device: torch.device, precision: str):
-    """The zero-argument precision-context factory handed to the training and evaluation code."""
-    return functools.partial(autocast, device, precision)
+def precision_context(device: torch.device, precision: str, scoring: bool = False) -> Precision:
+    """The precision ``precision`` (a config's value, ``auto`` included) means on ``device``: the
+    zero-argument precision-context factory handed to the training and evaluation code.
+    ``scoring``: a finished run scored elsewhere (evaluate, predict): a GPU run's fp16 becomes ``auto``
+    off CUDA instead of an error. Raises :class:`ConfigError` for training in fp16 off CUDA
+    (:func:`~cifarlab.runtime.resolve_precision`)."""
+    if scoring and precision == "fp16" and device.type != "cuda":
+        precision = "auto"
+    return resolve_precision(precision, device)
 
 
 def model_sizes(cfg: TrainConfig, model: nn.Module) -> list[tuple[int, int]] | None:
@@ -55,10 +60,10 @@ def model_sizes(cfg: TrainConfig, model: nn.Module) -> list[tuple[int, int]] | N
 
 
 def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights: bool = True,
-             dist_env=None, source: DataSource | None = None) -> Setup:
+             dist_env=None, source: DataSource | None = None, scoring: bool = False) -> Setup:
     """Build everything a command needs for ``cfg``.
 
-    The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
+    ``scoring``: see :func:`precision_context`. The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
     when ``load_weights``; a fresh built-in model runs its data-dependent init (airbench whitening,
     on the first :data:`WHITENING_IMAGES` training images). Normalization is the model's pretrained
     config's, else the dataset's own statistics.
@@ -69,6 +74,7 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
         DataError, UnknownModelError, WeightsError: from the data and model layers.
     """
     device = device or resolve_device(cfg.device)
+    ctx = precision_context(device, cfg.precision, scoring)  # before the data loads: fp16 on a CPU fails at once
     source = source or source_for(cfg)
     model = build_model(cfg, source.num_classes, device, load_weights)
     dc = data_config(model)
@@ -89,7 +95,7 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
                      num_classes=source.num_classes if is_user_module(cfg.model) else None)
     if load_weights and not (cfg.weights or cfg.pretrained) and hasattr(model, "init_from_data"):
         model.init_from_data(take(loaders["train"].ordered(), WHITENING_IMAGES))
-    return Setup(cfg, device, precision_context(device, cfg.precision), source, model, pipes,
+    return Setup(cfg, device, ctx, source, model, pipes,
                  {"mean": list(mean), "std": list(std)})
 
 
@@ -116,22 +122,38 @@ def default_size_refusal(cfg: TrainConfig, side: int, data_side: int, seconds_pe
             f"(time grows with its square), or --img-size {side} to accept it.")
 
 
+def time_training_pass(s: Setup, images: int, side: int | None = None) -> float:
+    """Seconds per image of a forward and backward pass of ``images`` random images at ``side``
+    (default: the first training side) under the run's precision, on a copy of the model (BatchNorm
+    statistics, gradients and the random stream untouched). The second of two passes is timed: the
+    first pays one-off costs (oneDNN primitives, cuDNN autotuning)."""
+    import copy
+    import time
+    side = side or s.pipes["train"].side(0) or int(s.pipes["train"].loader.size[-1])
+    probe = copy.deepcopy(s.model).train()
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    with torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
+        x = torch.randn(images, 3, side, side, device=s.device)
+        if s.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for _ in range(2):
+            sync()
+            t = time.perf_counter()
+            with s.ctx():
+                probe(x).float().sum().backward()
+            sync()
+    del probe
+    return (time.perf_counter() - t) / images
+
+
 def check_default_input_size(s: Setup) -> None:
     """Raise :class:`ConfigError` with :func:`default_size_refusal`'s message when it has one; times
-    one training step of 4 images at the default side (CPU only, timm models only, no size set)."""
+    a training pass of 4 images at the default side (CPU only, timm models only, no size set)."""
     cfg, side = s.cfg, s.pipes["train"].side(0)
     data_side = int(s.pipes["train"].loader.size[-1])
     if cfg.img_size or cfg.img_sizes or side is None or side <= data_side or s.device.type != "cpu":
         return
-    import copy
-    import time
-    probe = copy.deepcopy(s.model).train()  # a copy: the step must not touch BatchNorm statistics
-    x = torch.randn(4, 3, side, side)
-    t = time.perf_counter()
-    with s.ctx():
-        probe(x).float().sum().backward()
-    per_image = (time.perf_counter() - t) / 4
-    del probe
+    per_image = time_training_pass(s, 4, side)
     why = default_size_refusal(cfg, side, data_side, per_image, s.pipes["train"].loader.num_images)
     if why:
         raise ConfigError(why)
@@ -149,6 +171,6 @@ def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None)
     cfg = rd.load_config()
     if data_dir is not None:
         cfg = cfg.update({"data_dir": data_dir})
-    s = assemble(cfg, load_weights=False)
+    s = assemble(cfg, load_weights=False, scoring=True)
     load_model_checkpoint(s.model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
     return rd, s
