@@ -3,7 +3,7 @@ recipe's network (airbench94, channels_last, forward + backward + the recipe's M
 precision. CPUs without native bf16 (no avx512_bf16 / amx_bf16 in lscpu's flags) emulate it, and
 bf16 autocast then costs rather than saves time.
 
-    python benchmarks/precision_probe.py [--batch 2000] [--steps 4] [--precision auto fp32 bf16]
+    python benchmarks/precision_probe.py [--batch 2000] [--steps 4] [--precision auto fp32 bf16] [--nchw]
 
 Prints GFLOP/s per dtype and training images/s per precision: the mean of the steps after the
 first (the first pays oneDNN's primitive creation).
@@ -22,7 +22,7 @@ from cifarlab.runtime import autocast, tune_malloc
 from cifarlab.training import build_optimizers
 
 
-def step_rates(precision: str, batch: int, steps: int) -> list[float]:
+def step_rates(precision: str, batch: int, steps: int, channels_last: bool = True) -> list[float]:
     """Training images/s of ``steps`` recipe steps at ``precision`` (an explicit one, or ``auto``)."""
     cpu = torch.device("cpu")
     cfg = recipe_config("cifar10")
@@ -35,9 +35,10 @@ def step_rates(precision: str, batch: int, steps: int) -> list[float]:
         if precision == "auto":
             raise SystemExit("this version of cifarlab has no precision auto")
     torch.manual_seed(0)
-    model = create_model("airbench94", 10).to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model("airbench94", 10).to(memory_format=fmt)
     opts = build_optimizers(model, cfg, **opt_kwargs)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
     rates = []
     for _ in range(steps):
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per precision, the first left out of the mean")
     ap.add_argument("--precision", nargs="+", default=["auto", "fp32", "bf16"])
     ap.add_argument("--no-matmul", action="store_true", help="skip the matmul GFLOP/s lines")
+    ap.add_argument("--nchw", action="store_true", help="NCHW tensors instead of the recipe's channels_last")
     args = ap.parse_args()
     tune_malloc()
     if not args.no_matmul:
@@ -70,9 +72,9 @@ def main() -> None:
                 x @ y
             print(f"matmul {dt}: {3 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9:.1f} GFLOP/s", flush=True)
     for precision in args.precision:
-        rates = step_rates(precision, args.batch, args.steps)
+        rates = step_rates(precision, args.batch, args.steps, not args.nchw)
         steady = rates[1:] or rates
-        print(f"training step, batch {args.batch}, precision {precision}: {sum(steady) / len(steady):.0f} images/s "
+        print(f"training step, batch {args.batch}, {'NCHW' if args.nchw else 'channels_last'}, precision {precision}: {sum(steady) / len(steady):.0f} images/s "
               f"(steps {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
 
 

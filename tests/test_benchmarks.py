@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import tiny_config
 
 import cifarlab
@@ -24,9 +25,12 @@ def test_recipe_benchmark_runs_and_records_a_curve(cifar10_dir, tmp_path):
     summary = json.loads((tmp_path / "results" / "cifar10-recipe.json").read_text())
     assert len(summary["runs"]) == 2 and len(summary["runs"][0]["curve"]) == 2
     tops = [r["test_top1"] for r in summary["runs"]]
-    assert summary["mean_top1"] == pytest.approx(sum(tops) / 2) and tops[0] != tops[1]   # two seeds, their mean
+    assert summary["mean_top1"] == pytest.approx(sum(tops) / 2)   # two seeds, their mean
+    losses = []
     for r in summary["runs"]:   # each run's figure is its run directory's result
         assert r["test_top1"] == json.loads((Path(r["run_dir"]) / "results.json").read_text())["test"]["top1"]
+        losses.append([json.loads(x)["train_loss"] for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()])
+    assert losses[0] != losses[1]   # the seeds trained differently (their test top-1 may both be 100% on this data)
     assert [c["epoch"] for c in summary["runs"][0]["curve"]] == [1, 2] and "| seed |" in p.stdout
 
 
@@ -162,6 +166,8 @@ def test_recipe_search_plots_test_top1_for_runs_without_validation(rs, tmp_path,
     ("conv_weight_grad.py", ["--channels", "4", "--sides", "3", "2", "--batches", "2", "--repeats", "1"],
      "| matrix product (ms) |"),
     ("profile_step.py", ["--batch-size", "8", "--steps", "1", "--side", "24"], "| operator family |"),
+    ("precision_probe.py", ["--batch", "8", "--steps", "2", "--precision", "auto", "fp32", "--no-matmul"],
+     "channels_last, precision auto: "),
 ])
 def test_step_benchmarks_run_on_tiny_inputs(script, args, expect):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
@@ -171,3 +177,52 @@ def test_step_benchmarks_run_on_tiny_inputs(script, args, expect):
     if script == "conv_weight_grad.py":   # the two gradients agree on every row (last column: max rel. diff)
         rows = [r for r in p.stdout.splitlines() if r.startswith("| bf16") or r.startswith("| fp32")]
         assert len(rows) == 4 and all(float(r.split("|")[-2]) < 2e-2 for r in rows)
+
+
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def _gpu_check(*args):
+    return subprocess.run(["bash", str(GPU_CHECK), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_gpu_check_arguments_and_plan(tmp_path):
+    """The GPU check's CPU side: help, one-line refusals, no GPU named as such, and the plan it runs."""
+    h = _gpu_check("--help")
+    assert h.returncode == 0 and "usage: bash benchmarks/gpu_check.sh" in h.stdout and "--dry-run" in h.stdout
+    for args, needle in ((["--bogus"], "unknown argument '--bogus'"), (["--data"], "--data needs a value")):
+        p = _gpu_check(*args)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    plan = _gpu_check("--dry-run", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"))
+    assert plan.returncode == 0, plan.stderr
+    steps = [line for line in plan.stderr.splitlines() if line.startswith("+ ")]
+    assert any("pip install -q --no-index --no-deps --no-build-isolation -e ." in s for s in steps)
+    assert any("-m pytest -q -m cuda tests/test_cuda.py" in s for s in steps)
+    trains = [s for s in steps if " -m cifarlab train " in s]
+    assert len(trains) == 3 and all("--device cuda" in s for s in trains)
+    assert "--recipe airbench94_muon" in trains[1] and "partial-fine-tune" in trains[2]
+    assert "gpu_table.py" in steps[-1] and not (tmp_path / "o").exists()   # a plan only: nothing ran
+    assert not any("pytest" in s for s in _gpu_check("--dry-run", "--no-tests").stderr.splitlines())
+    if not torch.cuda.is_available():
+        p = _gpu_check("--no-tests")
+        assert p.returncode == 3 and "no CUDA GPU" in p.stderr
+
+
+def test_gpu_table_rows_and_json(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_table
+    sys.path.pop(0)
+    done = tmp_path / "cifar10-recipe"
+    done.mkdir()
+    (done / "results.json").write_text(json.dumps({
+        "test": {"top1": 94.123}, "wall_seconds": 61.04, "train_images_per_s": 31234.6,
+        "peak_memory_bytes": 3 * 2 ** 30, "precision": {"used": "bf16"}, "environment": {"gpu": "NVIDIA H100"}}))
+    failed = tmp_path / "lite0"
+    failed.mkdir()
+    (failed / "status.json").write_text(json.dumps({"status": "failed"}))
+    code = gpu_table.main([str(done), str(failed), "--out", str(tmp_path / "t.json")])
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert code == 1 and rows[0]["top1"] == 94.123 and rows[1] == {"run": "lite0", "status": "failed"}
+    text = gpu_table.markdown(rows).splitlines()
+    assert text[2] == "| cifar10-recipe | 94.12 | 61.0 | 31235 | 3.00 | bf16 | NVIDIA H100 |"
+    assert text[3].startswith("| lite0 | failed |") and text[3].count("|") == text[2].count("|")

@@ -159,7 +159,7 @@ def test_val_folder_is_used_and_training_from_a_folder(tmp_path):
     assert r["test"]["num_images"] == 12
     rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert "val_top1" in rows[-1]                                      # val/ became the validation split
-    assert r["test"]["top1"] == 100.0                                  # solid colours are easy
+    assert r["test"]["top1"] > 50                                      # learned: chance is 33.3% (3 solid colours)
 
 
 def test_cli_data_pack_and_info(tmp_path, capsys, cifar10_dir):

@@ -156,3 +156,25 @@ def test_threads_default_is_capped_at_the_cores_this_process_may_use(monkeypatch
     assert runtime.default_threads(3) == 3
     monkeypatch.setattr(runtime, "physical_cores", lambda: 8)
     assert runtime.default_threads(None) is None  # torch's own setting kept
+
+
+def test_a_cuda_failure_in_a_step_is_a_device_error_not_a_bug():
+    from cifarlab.workflow.errors import USER_ERRORS, exit_code
+    cuda = torch.device("cuda")
+    err = runtime.device_failure(RuntimeError("CUDA error: no kernel image is available for execution on the "
+                                              "device\nCUDA kernel errors might be asynchronously reported"), cuda)
+    assert isinstance(err, runtime.DeviceError) and isinstance(err, USER_ERRORS) and exit_code(err) == 2
+    assert "no kernel image" in str(err) and "--device cpu" in str(err) and "asynchronously" not in str(err)
+    assert runtime.device_failure(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), cuda) is None
+    assert runtime.device_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), cuda) is None
+    assert runtime.device_failure(RuntimeError("CUDA error: no kernel image"), CPU) is None
+
+
+def test_resuming_on_a_machine_that_picks_another_precision_says_so(cifar10_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512_bf16"})
+    with pytest.raises(TrainingInterrupted):
+        cifarlab.train(tiny_config(cifar10_dir), run_dir=tmp_path / "part", callbacks=(StopAt(5),))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
+    with pytest.warns(UserWarning, match="trained in bf16 until now and goes on in fp32"):
+        run = cifarlab.train(resume=tmp_path / "part")
+    assert run.results["precision"]["used"] == "fp32"

@@ -145,7 +145,7 @@ class TrainConfig:
     precision: str = "auto"             # auto (bf16 where the device has it natively, fp16 + gradient scaler on older GPUs, else fp32) | bf16 | fp16 (CUDA) | fp32
     channels_last: bool = False         # NHWC memory format (faster convolutions on CPU for the airbench nets)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int | None = None          # torch intra-op threads; None = torch's (one per physical core), at most the cores this process may use
+    threads: int | None = None          # torch intra-op threads; unset: one per physical core this process may use (torch's default, capped)
     # --- evaluation and control
     tta: int = 2                        # 0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)
     tta_fraction: float = 1.0           # selective TTA: the share of each batch, least sure first, given the views

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import asdict
 from typing import Callable
 
@@ -36,7 +37,7 @@ from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOut
 from .strategy import Strategy
 
 
-# fp16 loss scaling starts at 2**16 and halves per overflow: 24 in a row leave a scale of 2**-8
+# fp16 loss scaling halves its scale per overflow: 24 in a row take it 2**24 below its start
 MAX_SCALER_SKIPS_IN_A_ROW = 24
 
 
@@ -94,6 +95,11 @@ class Trainer:
         torch.set_rng_state(resume["rng"]["torch"])
         if self.scaler is not None and resume.get("grad_scaler"):
             self.scaler.load_state_dict(resume["grad_scaler"])
+        before, now = resume.get("precision"), getattr(self.ctx, "name", None)
+        if self.main and before and now and before != now:
+            warnings.warn(f"{self.run.path} trained in {before} until now and goes on in {now} (precision "
+                          f"{self.cfg.precision} on this machine): the result will differ a little from an "
+                          "uninterrupted run's.", stacklevel=2)
         best_file = self.run.checkpoint("best")
         if self.st.best_epoch >= 0 and best_file.is_file():
             self.best_state = load_weights(best_file)
@@ -110,7 +116,8 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers], "position": asdict(self.st),
             "rng": rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
             "total_steps": self.total_steps,
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None})
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "precision": getattr(self.ctx, "name", None)})
 
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
@@ -119,6 +126,8 @@ class Trainer:
         Raises:
             TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or more than
                 :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``).
+                Under fp16 an overflowing scaled gradient is the scaler's to skip and count instead,
+                up to :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row.
             TrainingOutOfMemory: the step ran out of memory (status ``failed``).
             DeviceError: the GPU could not run the step (no kernel image, cuDNN; status ``failed``).
         """
@@ -170,7 +179,10 @@ class Trainer:
         st.skipped_in_a_row = 0
         lr_mult = self.schedule.set(st.global_step)
         for opt in self.optimizers:
-            opt.step() if self.scaler is None else self.scaler.step(opt)
+            if self.scaler is None:
+                opt.step()
+            else:
+                self.scaler.step(opt)
         if self.scaler is not None:
             self.scaler.update()
         self.model.zero_grad(set_to_none=True)
@@ -200,7 +212,7 @@ class Trainer:
     def _scaler_overflow(self, epoch: int) -> float:
         """fp16: the scaled gradients overflowed. The scaler skips the step and halves its scale (its
         normal working, most often in the first steps); counted as a skipped batch. Diverged only
-        after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row, when the scale has fallen below ~0.004."""
+        after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row, the scale then 2**24 times below its start."""
         for opt in self.optimizers:
             self.scaler.step(opt)  # skipped: unscale_ recorded the inf
         self.scaler.update()

@@ -29,6 +29,7 @@ from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, R
                     generate_run_name, write_json)
 from ..runtime import default_threads, environment, num_threads, resolve_device, tune_malloc
 from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, fit_partial, load_resume_point, lr_range_test
+from ..training.health import is_out_of_memory
 from ..training.progress import LONG_RUN_SECONDS, format_seconds, say, shorter_run_hint
 from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
@@ -218,7 +219,14 @@ def _projection(s: Setup, state: dict | None) -> str:
     images = math.ceil(cfg.epochs * loader.num_images)
     if state is not None:
         images = max(0, images - int(state.get("position", {}).get("global_step", 0)) * cfg.batch_size)
-    per_image = time_training_pass(s, min(ESTIMATE_IMAGES, cfg.batch_size))
+    try:
+        per_image = time_training_pass(s, min(ESTIMATE_IMAGES, cfg.batch_size))
+    except RuntimeError as e:  # out of memory with a second copy of the model: the steps will tell
+        if not is_out_of_memory(e):
+            raise
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "estimate: after the first steps (the timed pass did not fit beside the model)"
     total = per_image * images
     line = (f"estimate: {format_seconds(per_image * loader.num_images)} per epoch, {format_seconds(total)} of training "
             f"for {images} images (from a timed pass of {min(ESTIMATE_IMAGES, cfg.batch_size)}; refined after the first steps)")
@@ -327,7 +335,7 @@ def lr_find(config: TrainConfig | dict | str | os.PathLike | None = None, out_di
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"Cannot write {out}: {e.strerror}.") from None
-    with num_threads(cfg.threads):
+    with num_threads(default_threads(cfg.threads)):
         s = assemble(cfg)
         result = lr_range_test(s.model, s.pipes["train"], cfg, s.ctx, start_lr=start_lr, end_lr=end_lr, steps=steps)
     write_json(out / "lr_find.json", {**result, "config": cfg.to_dict()})
