@@ -68,7 +68,7 @@ if [ "$TESTS" = 1 ]; then
     run "$PY" -m pytest -q -m cuda tests/test_cuda.py
 fi
 
-# 4. three trainings on the GPU, one after another (each prints its precision line first)
+# 4. three trainings on the GPU, one after another (each results.json records the precision it used)
 run mkdir -p "$OUT"
 common=(--data-dir "$DATA" --device cuda --no-progress)
 run "$PY" -m cifarlab train --dataset cifar10 "${common[@]}" --run-dir "$OUT/cifar10-recipe"

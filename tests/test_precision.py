@@ -130,7 +130,7 @@ def test_fp16_resume_restores_the_scaler_and_matches_the_uninterrupted_run(cifar
 @pytest.mark.parametrize("args,needle", [
     (["--precision", "fp16"], "fp16 needs a CUDA GPU"),
     (["--precision", "bfloat16"], "invalid choice: 'bfloat16' (choose from 'auto', 'bf16', 'fp16', 'fp32')"),
-    (["--threads", "0"], "threads must be a positive number"),
+    (["--threads", "0"], "threads must be positive (got 0); leave it out"),
 ])
 def test_cli_precision_and_thread_mistakes_are_one_line(cifar10_dir, tmp_path, capsys, no_bf16_cpu, args, needle):
     try:

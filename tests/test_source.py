@@ -52,12 +52,12 @@ def test_unknown_and_streamed_datasets_are_clear_errors(cifar10_dir, tmp_path):
 
 
 def test_assemble_gives_one_setup_for_every_command(cifar10_dir):
-    s = assemble(tiny_config(cifar10_dir, val_size=20))
+    s = assemble(tiny_config(cifar10_dir, val_size=20, precision="bf16"))
     assert s.device.type == "cpu" and set(s.pipes) == {"train", "val", "test"}
     assert s.normalization["mean"] == pytest.approx(s.source.channel_stats()[0])  # built-ins: the data's stats
     x, y = next(iter(s.pipes["test"].ordered()))
     assert x.shape[1:] == (3, 32, 32) and y.dtype == torch.int64
-    with s.ctx():  # bf16 autocast, as the recipe asks
+    with s.ctx():  # bf16 autocast, as the config asks
         assert s.model.eval()(x).dtype == torch.bfloat16
     fp32 = assemble(tiny_config(cifar10_dir, precision="fp32"))
     with fp32.ctx():

@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
@@ -222,8 +221,7 @@ class TrainConfig:
         need(self.on_nan in ("stop", "skip-batch"), f"on_nan must be stop or skip-batch (got {self.on_nan!r}).")
         need(self.early_stopping_patience == 0 or self.val_size > 0 or not parse_dataset(self.dataset).is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
-        need(self.threads is None or self.threads > 0, f"threads must be a positive number of CPU threads (got {self.threads}); leave it "
-             "out for one per physical core.")
+        need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}); leave it out for one per core.")
         need(self.resize_policy in ("center-crop", "pad"),
              f"resize_policy must be center-crop or pad (got {self.resize_policy!r}).")
         need(self.folder_size >= 8, f"folder_size must be >= 8 pixels (got {self.folder_size}).")

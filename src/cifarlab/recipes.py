@@ -26,8 +26,10 @@ from .config import ConfigError, TrainConfig, parse_dataset, read_config_file
 
 RECIPES: dict[str, dict] = {
     # Source: Keller Jordan's airbench94_muon (github.com/KellerJordan/cifar10-airbench), 94.01% mean
-    # in 8 epochs on GPU (n=200, fp16). On a CPU we train in bf16, whose 8-bit mantissa costs a
-    # little accuracy, so we buy it back with slightly longer training (see BENCHMARKS.md).
+    # in 8 epochs on GPU (n=200, fp16). On a CPU with native bf16 we train in bf16, whose 8-bit mantissa
+    # costs a little accuracy, so we buy it back with slightly longer training (see BENCHMARKS.md).
+    # Elsewhere precision auto trains in fp32 with the same 11 epochs: 94.52% test (seed 0, a 2-vCPU
+    # AVX2 AMD EPYC, 2369 s); fewer epochs in fp32 are not measured.
     "cifar10": dict(
         model="airbench94",      # whitened 2x2 stem + 3 conv groups (64/256/256), ~2M params
         epochs=11.0,             # 8 in the GPU fp16 recipe; 10 gave 94.03% (one seed) in bf16 on CPU, 11 for margin
@@ -72,6 +74,7 @@ RECIPES: dict[str, dict] = {
     # (seeds 0-2): the recipe stays ("seventeenth part"). SiLU in the groups with BN momentum 0.4434 (Hiverge's
     # CIFAR-10 network): validation -0.08 (seed 0) for 0.97x a step; 96/256/512 at batch 500 and equal compute
     # (8.5 epochs, 2.37 GiB): -1.58 ("nineteenth part"). Label smoothing 0.3: -0.24 (seed 0, "twentieth part").
+    # Its epochs were set by the compute budget, not by bf16: in fp32 (auto without native bf16) not measured.
     "cifar100": dict(
         model="airbench_res",
         model_kwargs={"widths": [64, 256, 256], "depth": 2, "residual": True},

@@ -4,7 +4,8 @@ Never writes plots or HTML; receives validation as a function so it does not dep
 """
 from .checkpoint import (CheckpointError, ResumePoint, load_model_checkpoint, load_resume_point, load_train_state,
                          load_weights, read_checkpoint_metadata, save_checkpoint, stamp_checkpoint)
-from .loop import Trainer, fit
+from .fit import fit
+from .loop import Trainer
 from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState
 from .lr_find import lr_range_test, suggest
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups

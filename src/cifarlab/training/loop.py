@@ -3,20 +3,17 @@
 optimizer step) and :meth:`Trainer.end_epoch` (validation, metrics row, checkpoints, early stopping).
 
 Per step: forward under the precision context it is given (bf16 or fp16 autocast with fp32 master
-weights, fp16 with a gradient scaler, or plain fp32), cross-entropy with label smoothing, backward, schedule, optimizer steps, optional
-EMA. Per epoch: optional validation, a metrics row (``metrics.jsonl`` + TensorBoard),
+weights, or plain fp32), cross-entropy with label smoothing, backward (fp16: loss-scaled, :mod:`.amp`),
+schedule, optimizer steps, optional EMA. Per epoch: optional validation, a metrics row (``metrics.jsonl`` + TensorBoard),
 ``checkpoint-last`` (+ ``checkpoint-best``) written atomically, early stopping. Ctrl-C saves the
 exact position (mid-epoch included) so ``--resume`` continues to the same result as an
 uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import warnings
 from dataclasses import asdict
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,16 +26,13 @@ from ..runs import RunDir
 from ..runtime import device_failure, grad_scaler_for, matmul_dtype_of
 from .checkpoint import load_weights, save_checkpoint
 from .distributed import DistEnv, ReplicatedForward, sum_across
+from .amp import MAX_SCALER_SKIPS_IN_A_ROW, LossScaling, warn_if_precision_changed
 from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
                      outputs_finite, weights_of, write_failed)
 from .optim import Schedule, build_optimizers
 from .progress import Console
 from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState, rng_state
 from .strategy import Strategy
-
-
-# fp16 loss scaling halves its scale per overflow: 24 in a row take it 2**24 below its start
-MAX_SCALER_SKIPS_IN_A_ROW = 24
 
 
 def _clone(state: dict) -> dict:
@@ -67,7 +61,7 @@ class Trainer:
         self.strategy = Strategy.from_config(model, cfg, self.spe)
         self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales,
                                            matmul_dtype=matmul_dtype_of(ctx))
-        self.scaler = grad_scaler_for(ctx, cfg.batch_size // self.env.world if cfg.loss_reduction == "sum" else 1)
+        self.scaling = LossScaling(grad_scaler_for(ctx, cfg.batch_size // self.env.world if cfg.loss_reduction == "sum" else 1))
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
                                  cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe),
                                  decay_steps=round(cfg.decay_epochs * self.spe))
@@ -93,13 +87,9 @@ class Trainer:
         if not self.main:  # the saved sums of an unfinished epoch cover all ranks: count them once, on rank 0
             self.st.acc_loss, self.st.acc_correct, self.st.acc_seen = 0.0, 0, 0
         torch.set_rng_state(resume["rng"]["torch"])
-        if self.scaler is not None and resume.get("grad_scaler"):
-            self.scaler.load_state_dict(resume["grad_scaler"])
-        before, now = resume.get("precision"), getattr(self.ctx, "name", None)
-        if self.main and before and now and before != now:
-            warnings.warn(f"{self.run.path} trained in {before} until now and goes on in {now} (precision "
-                          f"{self.cfg.precision} on this machine): the result will differ a little from an "
-                          "uninterrupted run's.", stacklevel=2)
+        self.scaling.load_state_dict(resume.get("grad_scaler"))
+        if self.main:
+            warn_if_precision_changed(resume.get("precision"), getattr(self.ctx, "name", None), self.run.path)
         best_file = self.run.checkpoint("best")
         if self.st.best_epoch >= 0 and best_file.is_file():
             self.best_state = load_weights(best_file)
@@ -116,7 +106,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers], "position": asdict(self.st),
             "rng": rng_state(), "ema_n_averaged": int(self.ema.n_averaged) if self.ema is not None else 0,
             "total_steps": self.total_steps,
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "grad_scaler": self.scaling.state_dict(),
             "precision": getattr(self.ctx, "name", None)})
 
     # ------------------------------------------------------------------ one step
@@ -125,9 +115,8 @@ class Trainer:
 
         Raises:
             TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or more than
-                :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``).
-                Under fp16 an overflowing scaled gradient is the scaler's to skip and count instead,
-                up to :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row.
+                :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``);
+                an fp16 overflow is skipped and counted instead (:meth:`_scaler_overflow`).
             TrainingOutOfMemory: the step ran out of memory (status ``failed``).
             DeviceError: the GPU could not run the step (no kernel image, cuDNN; status ``failed``).
         """
@@ -153,14 +142,11 @@ class Trainer:
             if bad is None:
                 # DDP averages gradients over ranks; a summed loss must count the whole global batch
                 loss_all = loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss
-                (loss_all if self.scaler is None else self.scaler.scale(loss_all)).backward()
-                for opt in self.optimizers if self.scaler is not None else ():
-                    self.scaler.unscale_(opt)  # true-scale gradients: checked below, then stepped
+                self.scaling.backward(loss_all, self.optimizers)
                 if not all_finite([p.grad for p in self.model.parameters() if p.grad is not None]):
-                    bad, overflow = "a gradient became NaN/inf", self.scaler is not None
+                    bad, overflow = "a gradient became NaN/inf", self.scaling.active
         except RuntimeError as e:
-            failure = device_failure(e, self.device)
-            if failure is not None:
+            if (failure := device_failure(e, self.device)) is not None:
                 if self.main:
                     self.run.set_status("failed", epoch=epoch + 1, step=st.global_step, reason=str(failure))
                 raise failure from e
@@ -178,13 +164,7 @@ class Trainer:
             return self._skip_batch()
         st.skipped_in_a_row = 0
         lr_mult = self.schedule.set(st.global_step)
-        for opt in self.optimizers:
-            if self.scaler is None:
-                opt.step()
-            else:
-                self.scaler.step(opt)
-        if self.scaler is not None:
-            self.scaler.update()
+        self.scaling.step(self.optimizers)
         self.model.zero_grad(set_to_none=True)
         if not all_finite(weights_of(self.model)):
             self._diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
@@ -210,16 +190,13 @@ class Trainer:
         return self.schedule.multiplier(st.global_step - 1)
 
     def _scaler_overflow(self, epoch: int) -> float:
-        """fp16: the scaled gradients overflowed. The scaler skips the step and halves its scale (its
-        normal working, most often in the first steps); counted as a skipped batch. Diverged only
-        after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row, the scale then 2**24 times below its start."""
-        for opt in self.optimizers:
-            self.scaler.step(opt)  # skipped: unscale_ recorded the inf
-        self.scaler.update()
+        """fp16's scaled gradients overflowed: the scaler skips the step and halves its scale (its normal
+        working), counted as a skipped batch; diverged after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row."""
+        self.scaling.skip(self.optimizers)
         self.model.zero_grad(set_to_none=True)
         if self.st.skipped_in_a_row >= MAX_SCALER_SKIPS_IN_A_ROW:
             self._diverged(f"the fp16 gradients overflowed {self.st.skipped_in_a_row} steps in a row at epoch "
-                           f"{epoch + 1} (step {self.st.global_step + 1}; loss scale {self.scaler.get_scale():g})", epoch)
+                           f"{epoch + 1} (step {self.st.global_step + 1}; loss scale {self.scaling.scale():g})", epoch)
         return self._skip_batch()
 
     def _last_good(self, done: int | None = None) -> str:
@@ -341,30 +318,3 @@ class Trainer:
         return FitResult(self.best_state, st.best_epoch, self.n_epochs, self.history, st.train_seconds,
                          st.images_seen, False, st.skipped_batches)
 
-
-def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: torch.device,
-        val_fn: Callable[[torch.nn.Module], dict] | None = None, resume: dict | None = None,
-        resume_weights: dict | None = None, callbacks: tuple = (), dist_env=None, ctx=None) -> FitResult:
-    """Train ``model`` on ``loader`` (a :class:`~cifarlab.data.DeviceLoader` or anything with its
-    interface) as ``cfg`` says.
-
-    Args:
-        val_fn: model -> ``{"loss": float, "top1": float (%)}`` on the validation split, or None.
-        resume / resume_weights: a saved training state (:func:`load_resume_point`) and its weights.
-        callbacks: callables ``cb(event, info, model)``, event ``"step"`` (info: the step's numbers) or
-            ``"epoch"`` (the metrics row; model: the weights evaluated); a :class:`KeyboardInterrupt`
-            raised in one behaves like Ctrl-C (used by tests).
-        dist_env: a :class:`~cifarlab.training.distributed.DistEnv` under torchrun: DDP-wrapped model,
-            epoch metrics summed across ranks, only rank 0 writes the run directory.
-        ctx: zero-argument callable giving the forward pass's precision context (a
-            :class:`cifarlab.runtime.Precision`: fp16 adds a gradient scaler); None: no autocast.
-
-    Raises:
-        TrainingDiverged, TrainingOutOfMemory, StorageError: see :meth:`Trainer.step`,
-            :meth:`Trainer.end_epoch` (the last good epoch's checkpoints kept).
-        TrainingInterrupted: Ctrl-C (status ``interrupted``; position saved).
-    """
-    trainer = Trainer(model, loader, cfg, run, device, ctx or contextlib.nullcontext, val_fn, callbacks, dist_env)
-    if resume is not None:
-        trainer.restore(resume, resume_weights)
-    return trainer.run_epochs()

@@ -30,7 +30,8 @@ from ..models.stages import split_at_stage
 from ..runs import RunDir
 from ..runtime import progress_bar
 from .checkpoint import save_checkpoint
-from .loop import FitResult, fit
+from .fit import fit
+from .state import FitResult
 from .probe import feature_key
 
 CROP_SCALE = 0.35  # smallest area of a cached crop view when random_resized_crop is 0

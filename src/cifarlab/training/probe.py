@@ -23,7 +23,8 @@ from ..runs import RunDir
 from ..runtime import progress_bar
 from ..files import atomic_write
 from .checkpoint import save_checkpoint
-from .loop import FitResult, fit
+from .fit import fit
+from .state import FitResult
 
 FORMAT_VERSION = 1
 

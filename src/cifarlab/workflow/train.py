@@ -29,11 +29,10 @@ from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, R
                     generate_run_name, write_json)
 from ..runtime import default_threads, environment, num_threads, resolve_device, tune_malloc
 from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, fit_partial, load_resume_point, lr_range_test
-from ..training.health import is_out_of_memory
-from ..training.progress import LONG_RUN_SECONDS, format_seconds, say, shorter_run_hint
+from ..training.progress import say
 from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
-from .setup import Setup, assemble, assemble_run, check_default_input_size, precision_context, time_training_pass
+from .setup import Setup, assemble, assemble_run, check_default_input_size, precision_context, projection_line
 
 
 def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
@@ -178,7 +177,7 @@ def _fit_and_score(rd: RunDir, cfg: TrainConfig, env, device, state, weights, ca
     if show:
         say(f"run directory {rd.path} (tensorboard --logdir {rd.path})")
         if not (probe or partial):  # those first compute their cache: the loop estimates them after a few steps
-            say(_projection(s, state))
+            say(projection_line(s, state))
     prep_seconds = time.perf_counter() - t0
     val_fn = None
     if s.pipes["val"] is not None:
@@ -207,32 +206,6 @@ def _fit_and_score(rd: RunDir, cfg: TrainConfig, env, device, state, weights, ca
     rd.set_status("complete")
     distributed.shutdown(env)
     return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
-
-
-ESTIMATE_IMAGES = 256  # images in the timed pass behind the first estimate (per image, within 15% of batch 2000 on a 2-core CPU)
-
-
-def _projection(s: Setup, state: dict | None) -> str:
-    """The line projecting the training time of ``s`` (what is left of it, on resume) from one timed
-    forward and backward pass of :data:`ESTIMATE_IMAGES` images, before the first step."""
-    cfg, loader = s.cfg, s.pipes["train"].loader
-    images = math.ceil(cfg.epochs * loader.num_images)
-    if state is not None:
-        images = max(0, images - int(state.get("position", {}).get("global_step", 0)) * cfg.batch_size)
-    try:
-        per_image = time_training_pass(s, min(ESTIMATE_IMAGES, cfg.batch_size))
-    except RuntimeError as e:  # out of memory with a second copy of the model: the steps will tell
-        if not is_out_of_memory(e):
-            raise
-        if s.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return "estimate: after the first steps (the timed pass did not fit beside the model)"
-    total = per_image * images
-    line = (f"estimate: {format_seconds(per_image * loader.num_images)} per epoch, {format_seconds(total)} of training "
-            f"for {images} images (from a timed pass of {min(ESTIMATE_IMAGES, cfg.batch_size)}; refined after the first steps)")
-    if total > LONG_RUN_SECONDS:
-        line += f". That is over an hour; to shorten it: {shorter_run_hint(cfg)}."
-    return line
 
 
 def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached: dict | None = None) -> Results:
