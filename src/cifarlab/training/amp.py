@@ -15,7 +15,7 @@ class LossScaling:
 
     With a scaler the gradients are unscaled right after backward, so the finiteness check and the
     optimizers see true-scale values; a non-finite one then means the scaled loss overflowed, which
-    :meth:`skip` handles as the scaler's normal working (step skipped, scale halved).
+    :meth:`step` then handles as the scaler's normal working (step skipped, scale halved).
     """
 
     def __init__(self, scaler: torch.amp.GradScaler | None):
@@ -42,10 +42,6 @@ class LossScaling:
                 self.scaler.step(opt)
         if self.scaler is not None:
             self.scaler.update()
-
-    def skip(self, optimizers) -> None:
-        """An overflowing step: the scaler skips it and lowers its scale."""
-        self.step(optimizers)
 
     def scale(self) -> float:
         return self.scaler.get_scale() if self.scaler is not None else 1.0

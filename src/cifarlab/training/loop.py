@@ -192,7 +192,7 @@ class Trainer:
     def _scaler_overflow(self, epoch: int) -> float:
         """fp16's scaled gradients overflowed: the scaler skips the step and halves its scale (its normal
         working), counted as a skipped batch; diverged after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row."""
-        self.scaling.skip(self.optimizers)
+        self.scaling.step(self.optimizers)  # skipped by the scaler, which found the inf; its scale halves
         self.model.zero_grad(set_to_none=True)
         if self.st.skipped_in_a_row >= MAX_SCALER_SKIPS_IN_A_ROW:
             self._diverged(f"the fp16 gradients overflowed {self.st.skipped_in_a_row} steps in a row at epoch "

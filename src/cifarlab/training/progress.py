@@ -47,6 +47,15 @@ def shorter_run_hint(cfg) -> str:
     return "; ".join(hints)
 
 
+def projection(per_epoch: float, left: float, what: str, cfg) -> str:
+    """``estimate: <per_epoch> per epoch, <left> <what>`` (seconds in, readable units out), plus the
+    flags that shorten ``cfg``'s run when ``left`` is over :data:`LONG_RUN_SECONDS`."""
+    msg = f"estimate: {format_seconds(per_epoch)} per epoch, {format_seconds(left)} {what}"
+    if left > LONG_RUN_SECONDS:
+        msg += f". That is over an hour; to shorten it: {shorter_run_hint(cfg)}."
+    return msg
+
+
 class Console:
     """The bar, the epoch lines and the time estimate of one run (see the module docstring)."""
 
@@ -85,12 +94,8 @@ class Console:
 
     def estimate(self, per_step: float, steps_left: int) -> str:
         """The projection line: seconds per epoch and for the rest of the run (+ hints when long)."""
-        left = per_step * steps_left
-        msg = (f"estimate: {format_seconds(per_step * self.spe)} per epoch, {format_seconds(left)} for the "
-               f"remaining {steps_left} steps (training only; evaluation adds a little)")
-        if left > LONG_RUN_SECONDS:
-            msg += f". That is over an hour; to shorten it: {shorter_run_hint(self.cfg)}."
-        return msg
+        return projection(per_step * self.spe, per_step * steps_left, f"for the remaining {steps_left} steps "
+                          "(training only; evaluation adds a little)", self.cfg)
 
     def end_epoch(self, row: dict) -> None:
         self.write(epoch_line(row, self.n_epochs))

@@ -17,7 +17,7 @@ from ..runs import RunDir
 from ..runtime import Precision, resolve_device, resolve_precision
 from ..training import load_model_checkpoint
 from ..training.health import is_out_of_memory
-from ..training.progress import LONG_RUN_SECONDS, format_seconds, shorter_run_hint
+from ..training.progress import projection
 
 # airbench's data-dependent init (patch whitening) looks at this many training images
 WHITENING_IMAGES = 5000
@@ -181,12 +181,8 @@ def projection_line(s: Setup, state: dict | None) -> str:
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
         return "estimate: after the first steps (the timed pass did not fit beside the model)"
-    total = per_image * images
-    line = (f"estimate: {format_seconds(per_image * loader.num_images)} per epoch, {format_seconds(total)} of training "
-            f"for {images} images (from a timed pass of {min(ESTIMATE_IMAGES, cfg.batch_size)}; refined after the first steps)")
-    if total > LONG_RUN_SECONDS:
-        line += f". That is over an hour; to shorten it: {shorter_run_hint(cfg)}."
-    return line
+    return projection(per_image * loader.num_images, per_image * images, f"of training for {images} images (from a "
+                      f"timed pass of {min(ESTIMATE_IMAGES, cfg.batch_size)}; refined after the first steps)", cfg)
 
 
 def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None) -> tuple[RunDir, Setup]:
