@@ -193,6 +193,22 @@ def test_mixup_and_cutmix_targets():
     assert torch.allclose(blended[0], torch.full_like(blended[0], (1 - lam2) * 3.0))
 
 
+def test_mixed_batches_yield_soft_targets_for_training_and_plain_ones_for_evaluation(cifar10_dir):
+    from cifarlab.data import Batches, DeviceLoader, MixedBatches, load_dataset
+    ds = load_dataset("cifar10", cifar10_dir, download=False)
+    plain = Batches(DeviceLoader(ds.train, [0.5] * 3, [0.25] * 3, 20, seed=0), None, "bilinear", channels_last=False)
+    mixed = MixedBatches(plain, mixup=0.4, cutmix=0.0, num_classes=10, smoothing=0.1)
+    torch.manual_seed(0)
+    (x, t), (x0, y0) = next(mixed.epoch(0)), next(plain.epoch(0))
+    assert t.shape == (20, 10) and torch.allclose(t.sum(1), torch.ones(20))
+    assert not torch.equal(x, x0) and t.argmax(1).tolist() != list(range(20))
+    lam = (t[0, y0[0]] - 0.01) / 0.9 if y0[0] != y0[-1] else None  # own share: lam * 0.91 + (1 - lam) * 0.01
+    if lam is not None:
+        assert torch.allclose(x[0], lam * x0[0] + (1 - lam) * x0[-1], atol=1e-5)
+    ex, ey = next(mixed.ordered())
+    assert ey.dtype == torch.int64 and torch.equal(ex, next(plain.ordered())[0])
+
+
 def test_training_with_mixup_and_cutmix_runs_with_finite_losses(cifar10_dir, tmp_path):
     run = cifarlab.train(tiny_config(cifar10_dir, mixup=0.2, cutmix=1.0, tta=0, epochs=2), run_dir=tmp_path / "r")
     assert all(np.isfinite(m["train_loss"]) for m in run.metrics) and run.results["test"]["top1"] > 10

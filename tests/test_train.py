@@ -337,7 +337,7 @@ def test_whitening_bias_trains_for_its_epochs_then_stays(cifar10_dir, tmp_path):
     decides, not the network's last run."""
     from cifarlab.models import create_model
     net = create_model("airbench94", num_classes=10, widths=[8, 16, 16])
-    net.whiten_bias_trainable = False
+    net.step_hook(4)(10)  # the hook freezes the bias after its steps, as a finished run leaves it
     assert not net.whiten.bias.requires_grad
     seen = []
     cifarlab.train(tiny_config(cifar10_dir, epochs=2, tta=0), run_dir=tmp_path / "run", model=net,

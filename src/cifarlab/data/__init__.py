@@ -6,7 +6,7 @@ a :class:`DataSource` that gives loaders) and :func:`load_dataset` (the splits a
 """
 from .cifar import SPECS, ChecksumWarning, DataError, Dataset, ImageArrays, default_data_dir, load_cifar
 from .loader import DeviceLoader, batches_per_epoch, channel_stats, epoch_generator
-from .pipeline import Batches, size_schedule, take
+from .pipeline import Batches, MixedBatches, size_schedule, take
 from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_loads
 from .source import DataSource, MemorySource, ShardSource, open_source, source_for
 from .split import split_train_val, stratified_split
@@ -25,6 +25,6 @@ def load_dataset(name: str, data_dir=None, download: bool = True, size: int = 32
 
 
 __all__ = ["load_dataset", "open_source", "source_for", "DataSource", "MemorySource", "ShardSource", "load_cifar",
-           "Dataset", "ImageArrays", "DataError", "ChecksumWarning", "DeviceLoader", "Batches", "size_schedule",
+           "Dataset", "ImageArrays", "DataError", "ChecksumWarning", "DeviceLoader", "Batches", "MixedBatches", "size_schedule",
            "take", "batches_per_epoch", "channel_stats", "epoch_generator", "split_train_val", "stratified_split",
            "RestrictedUnpickler", "UnsafePickleError", "safe_loads", "default_data_dir", "DATASETS", "SPECS"]

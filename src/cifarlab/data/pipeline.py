@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .augment import crop_batch, jitter_batch, resized_crop_batch
+from .augment import crop_batch, jitter_batch, mix_images, mixed_targets, resized_crop_batch
 from .autoaugment import trivial_augment_batch
 from .loader import epoch_generator
 
@@ -103,6 +103,39 @@ class Batches:
         side = self.side()
         for x, y in self.loader.ordered():
             yield self._tf(x, side), y
+
+
+class MixedBatches:
+    """Training batches mixed by mixup and/or CutMix (:func:`~cifarlab.data.augment.mix_images`), with
+    soft targets: yields ``(x, t)``, x float (B, 3, S, S) mixed, t float32 (B, num_classes) summing to 1
+    per row, label smoothing included (:func:`~cifarlab.data.augment.mixed_targets`), so the loss takes
+    ``t`` as it is. Draws from torch's global generator at each batch, so a resumed run mixes the same
+    way. Evaluation (:meth:`ordered`) is the wrapped batches', unmixed."""
+
+    def __init__(self, batches: Batches, mixup: float, cutmix: float, num_classes: int, smoothing: float):
+        self.batches, self.mixup, self.cutmix = batches, mixup, cutmix
+        self.num_classes, self.smoothing = num_classes, smoothing
+
+    @property
+    def loader(self):
+        return self.batches.loader
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def side(self, epoch: int | None = None) -> int | None:
+        return self.batches.side(epoch)
+
+    def smallest_side(self) -> int:
+        return self.batches.smallest_side()
+
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.batches.epoch(epoch, start=start, stop=stop):
+            x, lam = mix_images(x, self.mixup, self.cutmix)
+            yield x, mixed_targets(y, lam, self.num_classes, self.smoothing)
+
+    def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches.ordered()
 
 
 def take(batches: Iterable, n: int) -> torch.Tensor:

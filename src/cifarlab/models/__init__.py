@@ -6,8 +6,8 @@ Knows about datasets only through ``num_classes`` and the input size.
 """
 from torch import nn
 
-from .airbench import AirbenchNet
-from .factory import (build_model, check_input_size, count_parameters, create_model, creation_kwargs, data_config,
+from .airbench import AirbenchNet, step_hook
+from .factory import (build_model, head_of, check_input_size, count_parameters, create_model, creation_kwargs, data_config,
                       model_kind)
 from .registry import (ModelCfg, UnknownModelError, is_user_module, list_models, model_cfg, register_model,
                        register_module, unknown_model)
@@ -42,7 +42,7 @@ def _vit_cifar(num_classes: int, **kw) -> nn.Module:
     return VisionTransformer(num_classes=num_classes, **kw)
 
 
-__all__ = ["AirbenchNet", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file",
+__all__ = ["AirbenchNet", "step_hook", "head_of", "LeNet", "WeightsError", "input_size_kwargs", "is_timm_model", "load_weights_file",
            "read_state_dict", "classifier_names", "timm_names", "data_config", "ModelCfg", "UnknownModelError",
            "create_model", "creation_kwargs", "build_model", "check_input_size", "model_kind", "list_models", "model_cfg",
            "register_model", "register_module", "is_user_module", "unknown_model", "count_parameters"]

@@ -22,6 +22,35 @@ from ..config import ConfigError
 from .conv_grad import conv3x3_gemm_grad, use_gemm_weight_grad, weight_grad_mode
 
 
+class StemBiasSchedule:
+    """The per-step hook of :meth:`AirbenchNet.step_hook`: the stem bias trains for ``steps`` steps."""
+
+    def __init__(self, bias: nn.Parameter, steps: int):
+        self.bias, self.steps = bias, steps
+
+    def start(self) -> None:
+        self.bias.requires_grad_(True)
+
+    def __call__(self, step: int) -> None:
+        self.bias.requires_grad_(step < self.steps)
+
+
+class NoHook:
+    """The per-step hook of a model without a schedule of its own: does nothing."""
+
+    def start(self) -> None:
+        pass
+
+    def __call__(self, step: int) -> None:
+        pass
+
+
+def step_hook(model: nn.Module, whiten_bias_steps: int):
+    """The hook the training loop calls before each optimizer step: :meth:`AirbenchNet.step_hook` for
+    an airbench net, else :class:`NoHook`."""
+    return model.step_hook(whiten_bias_steps) if isinstance(model, AirbenchNet) else NoHook()
+
+
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose scale (weight) is fixed at 1; only the bias trains (airbench)."""
 
@@ -133,15 +162,12 @@ class AirbenchNet(nn.Module):
             w = self.head.weight
             w.mul_(1 / w.std().clamp_min(1e-12))  # unit-std logits at init (airbench94_muon)
 
-    @property
-    def whiten_bias_trainable(self) -> bool:
-        """Whether the stem bias trains (airbench trains it for the first epochs only): its ``requires_grad``.
-        The training loop sets it every step; off, the bias gets no gradient and the optimizers skip it."""
-        return self.whiten.bias.requires_grad
-
-    @whiten_bias_trainable.setter
-    def whiten_bias_trainable(self, on: bool) -> None:
-        self.whiten.bias.requires_grad_(bool(on))
+    def step_hook(self, bias_steps: int):
+        """airbench's stem-bias schedule as the training loop's per-step hook: call ``hook.start()``
+        before the optimizers are built (the bias trainable, whatever an earlier run left), then
+        ``hook(step)`` before each optimizer step: the bias trains for the first ``bias_steps`` steps
+        and is frozen after (``requires_grad`` off: no gradient, skipped by the optimizers)."""
+        return StemBiasSchedule(self.whiten.bias, bias_steps)
 
     # ---- timm-style interface
     def get_classifier(self) -> nn.Module:

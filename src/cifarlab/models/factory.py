@@ -103,6 +103,13 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_w
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
+def head_of(model: nn.Module) -> nn.Module | None:
+    """The model's classifier (timm's ``get_classifier()``; a module), or None for a model without one
+    or whose ``get_classifier`` returns no module (timm's ``nn.Identity`` heads count as modules)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return head if isinstance(head, nn.Module) else None
+
+
 def attach_mlp_head(model: nn.Module, hidden: int, num_classes: int, dropout: float = 0.2) -> nn.Module:
     """Replace ``model``'s linear classifier (D -> classes) by Linear(D, hidden) - ReLU - Dropout -
     Linear(hidden, classes), in place; ``model.get_classifier()`` then returns the MLP, so strategies
@@ -111,7 +118,7 @@ def attach_mlp_head(model: nn.Module, hidden: int, num_classes: int, dropout: fl
     Raises:
         ConfigError: the model has no linear classifier to replace (a built-in net without ``get_classifier``).
     """
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = head_of(model)
     names = [n for n, m in model.named_modules() if m is head] if isinstance(head, nn.Linear) else []
     if not names:
         raise ConfigError(f"head_hidden needs a model with a linear classifier (timm models have one); "

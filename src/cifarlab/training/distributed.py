@@ -99,13 +99,13 @@ class ReplicatedForward:
 
     DDP hooks every parameter that requires a gradient when it is built and, unless told to search
     for unused ones, expects each of them to get one every step. Two things here break that: the
-    airbench stem bias, whose ``requires_grad`` the loop turns off after ``whiten_bias_epochs`` (a
+    airbench stem bias, whose ``requires_grad`` its step hook turns off after ``whiten_bias_epochs`` (a
     new wrapper over the parameters that still train is built then, once per run), and parameters
     a model's forward pass never uses (some timm models). For those, :func:`unused_parameters` runs
     one forward and backward pass on two images of the first batch before DDP is built; only when
     a rank finds one does DDP search the autograd graph for them every step
     (``find_unused_parameters=True``, which costs a graph traversal per step and makes torch warn
-    on every rank when it finds nothing, as it did for every airbench run before this class).
+    on every rank when it finds nothing).
 
     The probe sees the first step only, as torchvision's reference scripts build DDP without the
     search: a forward pass that skips parameters on later steps alone (a layer dropped at random for

@@ -39,3 +39,4 @@ def fit(model: torch.nn.Module, loader, cfg: TrainConfig, run: RunDir, device: t
     if resume is not None:
         trainer.restore(resume, resume_weights)
     return trainer.run_epochs()
+

@@ -1,17 +1,22 @@
 """Is training still healthy: finiteness of gradients and weights, and what to do when a step runs
-out of memory. Used by :class:`cifarlab.training.Trainer` at every step.
+out of memory, as one :class:`StepGuard` the training step calls.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 from torch.nn.utils import get_total_norm
 
 from ..files import StorageError, storage_error
-from .state import TrainingOutOfMemory
+from ..runtime import device_failure
+from .amp import MAX_SCALER_SKIPS_IN_A_ROW
+from .distributed import sum_across
+from .state import TrainingDiverged, TrainingOutOfMemory
 
 MAX_SKIPS_IN_A_ROW = 10
 """``on_nan=skip-batch`` stops the run anyway after this many non-finite batches in a row."""
@@ -127,3 +132,99 @@ def write_failed(e: Exception, run, done: int) -> Exception:
         run.set_status("failed", epoch=done, reason=str(err))
     return StorageError(f"{err} {last_good(run.path, done)} Then continue with: cifarlab train --resume {run.path}",
                         err.path, err.needed, err.free)
+
+
+@dataclass
+class Problem:
+    """What went wrong in a step: ``what`` (for the message), ``overflow`` (fp16's scaled gradients
+    overflowed: the scaler's normal working, not divergence) and ``skippable`` (``on_nan=skip-batch``
+    may skip it: a non-finite loss or gradient)."""
+    what: str
+    overflow: bool = False
+    skippable: bool = True
+
+
+class StepGuard:
+    """The training step's policies for what goes wrong, in one place: a non-finite loss or gradient
+    (stop, or skip the batch under ``on_nan=skip-batch``, at most :data:`MAX_SKIPS_IN_A_ROW` in a
+    row; every rank of a DDP run takes the same branch), an fp16 overflow (skipped and counted; at
+    most :data:`~.amp.MAX_SCALER_SKIPS_IN_A_ROW` in a row), non-finite weights (stop), out of memory
+    and device failures (one-line errors). Each stop writes the run's status first.
+
+    Args:
+        run: the :class:`~cifarlab.runs.RunDir`; env: the :class:`~.distributed.DistEnv`;
+        device: the training device; on_nan: ``stop`` or ``skip-batch``; scaling: the
+        :class:`~.amp.LossScaling`; batch_size: for the out-of-memory advice.
+    """
+
+    def __init__(self, run, env, device: torch.device, on_nan: str, scaling, batch_size: int):
+        self.run, self.env, self.device, self.on_nan = run, env, device, on_nan
+        self.scaling, self.batch_size = scaling, batch_size
+
+    def _status(self, status: str, st, epoch: int, reason: str) -> None:
+        if self.env.is_main:
+            self.run.set_status(status, epoch=epoch + 1, step=st.global_step, reason=reason)
+
+    @contextlib.contextmanager
+    def failures(self, model: torch.nn.Module, st, epoch: int):
+        """Turn a device failure or out-of-memory error inside the block into a one-line
+        :class:`~cifarlab.runtime.DeviceError` or :class:`TrainingOutOfMemory` (status ``failed``)."""
+        try:
+            yield
+        except RuntimeError as e:
+            if (failure := device_failure(e, self.device)) is not None:
+                self._status("failed", st, epoch, str(failure))
+                raise failure from e
+            if not is_out_of_memory(e):
+                raise
+            model.zero_grad(set_to_none=True)
+            self._status("failed", st, epoch, "out of memory")
+            raise out_of_memory_error(e, self.batch_size, self.device, f"epoch {epoch + 1} (step {st.global_step + 1})",
+                                      last_good(self.run.path, st.epoch)) from None
+
+    def loss_problem(self, loss: torch.Tensor) -> Problem | None:
+        """A non-finite loss here or, under DDP, on another rank (voted, so backward runs on all or none)."""
+        value = loss.item()
+        bad = None if math.isfinite(value) else f"the training loss became {value}"
+        if self.env.enabled and sum_across([0.0 if bad is None else 1.0], self.env)[0]:
+            bad = bad or "the training loss became non-finite on another process"
+        return Problem(bad) if bad else None
+
+    def gradient_problem(self, model: torch.nn.Module) -> Problem | None:
+        """A non-finite gradient (with a gradient scaler: an overflow)."""
+        if all_finite([p.grad for p in model.parameters() if p.grad is not None]):
+            return None
+        return Problem("a gradient became NaN/inf", overflow=self.scaling.active)
+
+    def settle(self, problem: Problem, model: torch.nn.Module, optimizers, st, epoch: int) -> None:
+        """After a step with ``problem``: drop its gradients (an overflow also steps the scaler, which
+        skips the update and halves its scale), then return when the batch may be skipped, else raise
+        :class:`TrainingDiverged`."""
+        if problem.overflow:
+            self.scaling.step(optimizers)
+            model.zero_grad(set_to_none=True)
+            if st.skipped_in_a_row >= MAX_SCALER_SKIPS_IN_A_ROW:
+                self.diverged(f"the fp16 gradients overflowed {st.skipped_in_a_row} steps in a row at epoch "
+                              f"{epoch + 1} (step {st.global_step + 1}; loss scale {self.scaling.scale():g})",
+                              st, epoch)
+            return
+        model.zero_grad(set_to_none=True)
+        if self.on_nan != "skip-batch" or st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            after = f" after {st.skipped_in_a_row} skipped batches in a row" if self.on_nan == "skip-batch" else ""
+            self.diverged(f"{problem.what}{after} at epoch {epoch + 1} (step {st.global_step + 1})", st, epoch,
+                          skippable=not after)
+
+    def check_weights(self, model: torch.nn.Module, st, epoch: int) -> None:
+        """Raise :class:`TrainingDiverged` when a weight is not finite after the optimizer step."""
+        if not all_finite(weights_of(model)):
+            self.diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
+                          f"(step {st.global_step + 1})", st, epoch)
+
+    def diverged(self, what: str, st, epoch: int, skippable: bool = False):
+        """Write status ``diverged`` and raise :class:`TrainingDiverged` saying what was kept and what to try."""
+        self._status("diverged", st, epoch, what)
+        skip = (", or resume with --set on_nan=skip-batch to skip the batches whose loss or gradient is not finite"
+                if skippable else "")
+        raise TrainingDiverged(f"Training diverged: {what}; training stopped. {last_good(self.run.path, st.epoch)} "
+                               f"Lower the learning rate (lr, bias_lr, head_lr) or use precision fp32 and start a "
+                               f"new run{skip}.")

@@ -20,18 +20,17 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainConfig
-from ..data.augment import mix_images, mixed_targets
 from ..files import StorageError
 from ..runs import RunDir
-from ..runtime import device_failure, grad_scaler_for, matmul_dtype_of
+from ..models import step_hook
+from ..runtime import grad_scaler_for, matmul_dtype_of
 from .checkpoint import load_weights, save_checkpoint
 from .distributed import DistEnv, ReplicatedForward, sum_across
-from .amp import MAX_SCALER_SKIPS_IN_A_ROW, LossScaling, warn_if_precision_changed
-from .health import (MAX_SKIPS_IN_A_ROW, all_finite, is_out_of_memory, last_good, out_of_memory_error,
-                     outputs_finite, weights_of, write_failed)
+from .amp import LossScaling, warn_if_precision_changed
+from .health import StepGuard, all_finite, outputs_finite, weights_of, write_failed
 from .optim import Schedule, build_optimizers
 from .progress import Console
-from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState, rng_state
+from .state import FitResult, TrainingInterrupted, TrainState, rng_state
 from .strategy import Strategy
 
 
@@ -56,14 +55,18 @@ class Trainer:
         self.spe = len(loader)
         self.total_steps = max(1, math.ceil(cfg.epochs * self.spe))
         self.n_epochs = math.ceil(self.total_steps / self.spe)
-        if hasattr(model, "whiten_bias_trainable"):  # the schedule freezes the stem bias, not the network's last
-            model.whiten_bias_trainable = True       # run: trainable now, so the optimizers hold it
+        whiten_steps = math.ceil(cfg.whiten_bias_epochs * self.spe)
+        self.hook = step_hook(model, whiten_steps)  # the model's own per-step schedule (airbench's stem bias)
+        self.hook.start()  # before the optimizers are built, so they hold what the hook may freeze later
         self.strategy = Strategy.from_config(model, cfg, self.spe)
         self.optimizers = build_optimizers(model, cfg, params=self.strategy.optimized_ids, scales=self.strategy.scales,
                                            matmul_dtype=matmul_dtype_of(ctx))
         self.scaling = LossScaling(grad_scaler_for(ctx, cfg.batch_size // self.env.world if cfg.loss_reduction == "sum" else 1))
+        # DDP averages gradients over ranks; a summed loss must count the whole global batch
+        self.loss_world = self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else 1
+        self.guard = StepGuard(run, self.env, device, cfg.on_nan, self.scaling, cfg.batch_size)
         self.schedule = Schedule(self.optimizers, self.total_steps, round(cfg.warmup_epochs * self.spe), cfg.schedule,
-                                 cfg.final_lr_frac, whiten_steps=math.ceil(cfg.whiten_bias_epochs * self.spe),
+                                 cfg.final_lr_frac, whiten_steps=whiten_steps,
                                  decay_steps=round(cfg.decay_epochs * self.spe))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                     if cfg.ema else None)
@@ -111,76 +114,53 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
-        """One optimizer step on batch ``(x, y)``; returns the lr multiplier it used.
+        """One optimizer step on batch ``(x, y)`` (``y``: int64 labels, or float soft targets from
+        mixup/CutMix, which carry their own label smoothing); returns the lr multiplier it used.
 
-        Raises:
-            TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or more than
-                :data:`MAX_SKIPS_IN_A_ROW` in a row), or weights after the step (status ``diverged``);
-                an fp16 overflow is skipped and counted instead (:meth:`_scaler_overflow`).
-            TrainingOutOfMemory: the step ran out of memory (status ``failed``).
-            DeviceError: the GPU could not run the step (no kernel image, cuDNN; status ``failed``).
+        Raises (through :class:`~.health.StepGuard`, the run's status written first):
+            TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or too many skipped in
+                a row), or weights after the step; an fp16 overflow is skipped and counted instead.
+            TrainingOutOfMemory: the step ran out of memory. DeviceError: the GPU could not run it.
         """
         st, cfg = self.st, self.cfg
         self.model.train()  # every step: the strategy then re-freezes BatchNorm where it must
         self.strategy.set_mode(self.model, st.global_step)
-        if hasattr(self.model, "whiten_bias_trainable"):
-            self.model.whiten_bias_trainable = st.global_step < self.schedule.whiten_steps
-        lam, overflow = None, False
-        if cfg.mixup or cfg.cutmix:
-            x, lam = mix_images(x, cfg.mixup, cfg.cutmix)
-        try:
+        self.hook(st.global_step)
+        with self.guard.failures(self.model, st, epoch):
             with self.ctx():
                 out = self.fwd(x)
-                target = y if lam is None else mixed_targets(y, lam, out.shape[1], cfg.label_smoothing)
-                loss = F.cross_entropy(out.float(), target, label_smoothing=0.0 if lam is not None else
-                                       cfg.label_smoothing, reduction=cfg.loss_reduction)
-            loss_value = loss.item()
-            bad = None if math.isfinite(loss_value) else f"the training loss became {loss_value}"
-            if self.env.enabled:  # every rank must take the same branch (backward all-reduces)
-                others = sum_across([0.0 if bad is None else 1.0], self.env)[0]
-                bad = bad or ("the training loss became non-finite on another process" if others else None)
-            if bad is None:
-                # DDP averages gradients over ranks; a summed loss must count the whole global batch
-                loss_all = loss * self.env.world if self.env.enabled and cfg.loss_reduction == "sum" else loss
-                self.scaling.backward(loss_all, self.optimizers)
-                if not all_finite([p.grad for p in self.model.parameters() if p.grad is not None]):
-                    bad, overflow = "a gradient became NaN/inf", self.scaling.active
-        except RuntimeError as e:
-            if (failure := device_failure(e, self.device)) is not None:
-                if self.main:
-                    self.run.set_status("failed", epoch=epoch + 1, step=st.global_step, reason=str(failure))
-                raise failure from e
-            if not is_out_of_memory(e):
-                raise
-            self.model.zero_grad(set_to_none=True)
-            raise self._out_of_memory(e, epoch) from None
-        if overflow:
-            return self._scaler_overflow(epoch)
-        if bad is not None:
-            self.model.zero_grad(set_to_none=True)
-            if cfg.on_nan != "skip-batch" or st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
-                after = f" after {st.skipped_in_a_row} skipped batches in a row" if cfg.on_nan == "skip-batch" else ""
-                self._diverged(f"{bad}{after} at epoch {epoch + 1} (step {st.global_step + 1})", epoch, not after)
+                smoothing = 0.0 if y.is_floating_point() else cfg.label_smoothing
+                loss = F.cross_entropy(out.float(), y, label_smoothing=smoothing, reduction=cfg.loss_reduction)
+            problem = self.guard.loss_problem(loss)
+            if problem is None:
+                self.scaling.backward(loss if self.loss_world == 1 else loss * self.loss_world, self.optimizers)
+                problem = self.guard.gradient_problem(self.model)
+        if problem is not None:
+            self.guard.settle(problem, self.model, self.optimizers, st, epoch)
             return self._skip_batch()
         st.skipped_in_a_row = 0
         lr_mult = self.schedule.set(st.global_step)
         self.scaling.step(self.optimizers)
         self.model.zero_grad(set_to_none=True)
-        if not all_finite(weights_of(self.model)):
-            self._diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
-                           f"(step {st.global_step + 1})", epoch)
+        self.guard.check_weights(self.model, st, epoch)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        n, self.last_x = len(y), x
-        per_image = loss_value / n if cfg.loss_reduction == "sum" else loss_value
+        self._count(x, y, out, loss.item(), epoch)
+        return lr_mult
+
+    def _count(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, loss_value: float, epoch: int) -> None:
+        """Add a taken step to the epoch's running sums and position, and tell the callbacks."""
+        st, n = self.st, len(y)
+        self.last_x = x
+        per_image = loss_value / n if self.cfg.loss_reduction == "sum" else loss_value
+        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: the larger share's label
         st.acc_loss += per_image * n
-        st.acc_correct += int((out.argmax(1) == y).sum())
+        st.acc_correct += int((out.argmax(1) == labels).sum())
         st.acc_seen += n
         st.global_step += 1
         st.step_in_epoch += 1
         for cb in self.callbacks:
             cb("step", {"epoch": epoch, "global_step": st.global_step, "loss": per_image}, self.model)
-        return lr_mult
 
     def _skip_batch(self) -> float:
         """Count the batch as skipped and move the position on, as ``on_nan=skip-batch`` does."""
@@ -189,32 +169,8 @@ class Trainer:
         st.global_step, st.step_in_epoch = st.global_step + 1, st.step_in_epoch + 1
         return self.schedule.multiplier(st.global_step - 1)
 
-    def _scaler_overflow(self, epoch: int) -> float:
-        """fp16's scaled gradients overflowed: the scaler skips the step and halves its scale (its normal
-        working), counted as a skipped batch; diverged after :data:`MAX_SCALER_SKIPS_IN_A_ROW` in a row."""
-        self.scaling.step(self.optimizers)  # skipped by the scaler, which found the inf; its scale halves
-        self.model.zero_grad(set_to_none=True)
-        if self.st.skipped_in_a_row >= MAX_SCALER_SKIPS_IN_A_ROW:
-            self._diverged(f"the fp16 gradients overflowed {self.st.skipped_in_a_row} steps in a row at epoch "
-                           f"{epoch + 1} (step {self.st.global_step + 1}; loss scale {self.scaling.scale():g})", epoch)
-        return self._skip_batch()
-
-    def _last_good(self, done: int | None = None) -> str:
-        return last_good(self.run.path, self.st.epoch if done is None else done)
-
-    def _diverged(self, what: str, epoch: int, skippable: bool = False):
-        if self.main:
-            self.run.set_status("diverged", epoch=epoch + 1, step=self.st.global_step, reason=what)
-        skip = (", or resume with --set on_nan=skip-batch to skip the batches whose loss or gradient is not finite"
-                if skippable else "")
-        raise TrainingDiverged(f"Training diverged: {what}; training stopped. {self._last_good()} Lower the learning "
-                               f"rate (lr, bias_lr, head_lr) or use precision fp32 and start a new run{skip}.")
-
-    def _out_of_memory(self, e: RuntimeError, epoch: int) -> TrainingOutOfMemory:
-        if self.main:
-            self.run.set_status("failed", epoch=epoch + 1, step=self.st.global_step, reason="out of memory")
-        return out_of_memory_error(e, self.cfg.batch_size, self.device,
-                                   f"epoch {epoch + 1} (step {self.st.global_step + 1})", self._last_good())
+    def _diverged(self, what: str, epoch: int):
+        self.guard.diverged(what, self.st, epoch)
 
     # ------------------------------------------------------------------ end of an epoch
     def end_epoch(self, epoch: int, seconds: float, lr_mult: float) -> bool:

@@ -52,7 +52,8 @@ def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontex
             model.train()
             strategy.set_mode(model, step)
             with ctx():
-                loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(model(x).float(), y,  # soft (mixed) targets carry their own smoothing
+                                       label_smoothing=0.0 if y.is_floating_point() else cfg.label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
                 break

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from ..models import head_of
+
 
 def _newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7,
                    dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -80,8 +82,8 @@ def param_groups(model: nn.Module, params: set | None = None) -> dict[str, list[
 
     ``params``: the ids of the parameters to include (default: those with ``requires_grad``).
     """
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    head = head_of(model)
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     whiten = getattr(model, "whiten", None)
     whiten_ids = {id(whiten.bias)} if isinstance(whiten, nn.Conv2d) and whiten.bias is not None else set()
     groups = {"filters": [], "head": [], "whiten": [], "bias": []}
@@ -115,9 +117,9 @@ def layer_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
     else:
         layer_map = auto_group_layers(model)
     top = max(layer_map.values()) if layer_map else 0
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = head_of(model)
     head_names = {n for n, p in model.named_parameters()
-                  if isinstance(head, nn.Module) and any(p is q for q in head.parameters())}
+                  if head is not None and any(p is q for q in head.parameters())}
     return {n: (1.0 if n in head_names else layer_decay ** (top - layer_map.get(n, top)))
             for n, _ in model.named_parameters()}
 

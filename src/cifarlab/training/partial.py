@@ -24,15 +24,14 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import batches_per_epoch, default_data_dir, epoch_generator
+from ..data import batches_per_epoch, epoch_generator
 from ..data.augment import resized_crop_batch
 from ..models.stages import split_at_stage
 from ..runs import RunDir
 from ..runtime import progress_bar
-from .checkpoint import save_checkpoint
 from .fit import fit
 from .state import FitResult
-from .probe import feature_key
+from .probe import cache_root, feature_key, rounded_normalization, spliced
 
 CROP_SCALE = 0.35  # smallest area of a cached crop view when random_resized_crop is 0
 CHUNK = 256       # images per trunk forward pass while caching
@@ -138,7 +137,7 @@ def _readable(folder: Path) -> bool:
 def build_trunk_cache(trunk: nn.Module, pipes: dict, cfg: TrainConfig, key: str, ctx) -> tuple[Path, bool]:
     """The cache folder of ``key`` (computed and written atomically when absent) and whether it was
     already there. Test/val views: ``center`` (and ``flip`` when cfg.tta >= 1), float32."""
-    root = Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
+    root = cache_root(cfg)
     folder = root / f"trunk-{key}"
     if _readable(folder):
         return folder, True
@@ -206,8 +205,7 @@ def fit_partial(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, de
     trunk, rest = split_at_stage(model, cfg.trainable_stages, side=min(side, 64))
     for p in trunk.parameters():
         p.requires_grad_(False)
-    norm = {"mean": [round(v, 6) for v in pipes["test"].loader.mean.tolist()],
-            "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
+    norm = rounded_normalization(pipes["test"].loader)
     extra = {"trainable_stages": cfg.trainable_stages, "dtype": cfg.cache_dtype, "tta_views": min(cfg.tta, 1),
              "crop_scale": cfg.random_resized_crop or CROP_SCALE, "kind": "trunk"}
     key = feature_key(cfg, location, side, norm, tuple(view_names(cfg)), extra, precision=getattr(ctx, "name", None))
@@ -222,14 +220,10 @@ def fit_partial(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, de
     loader = TrunkLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed, device=device, channels_last=cl)
     val = _load(folder, "val")
     val_fn = (lambda m: score_fn(*rest_logits(m, val, cfg.eval_batch_size, device, ctx, cl))) if val else None
-    result = fit(rest, loader, cfg.update({"whiten_bias_epochs": 0.0}), run, device,
+    result = fit(rest, loader, cfg, run, device,
                  val_fn=val_fn, resume=resume, resume_weights=resume_weights, callbacks=callbacks, ctx=ctx)
     rest.load_state_dict(result.eval_state)
-    keys = rest.model_keys()
-    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    full.update({keys[k]: v for k, v in result.eval_state.items()})
-    result.eval_state = full
-    save_checkpoint(run.path, "best", full)  # evaluate() and predict read full-model weights
+    result.eval_state = spliced(model, result.eval_state, rest.model_keys().__getitem__, run)
     logits = None
     if cfg.tta <= 1:
         logits = {s: rest_logits(rest, c, cfg.eval_batch_size, device, ctx, cl)

@@ -74,6 +74,27 @@ class FeatureLoader:
             yield self.feats[i:i + self.batch_size], self.labels[i:i + self.batch_size]
 
 
+def rounded_normalization(loader) -> dict:
+    """A loader's normalization as a cache key holds it: ``{"mean": [3], "std": [3]}`` rounded to 6
+    digits, so float noise in the statistics does not change the key."""
+    return {"mean": [round(v, 6) for v in loader.mean.tolist()], "std": [round(v, 6) for v in loader.std.tolist()]}
+
+
+def cache_root(cfg: TrainConfig) -> Path:
+    """Where cached features live: ``cfg.cache_dir``, else ``features/`` under the default data folder."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
+
+
+def spliced(model: nn.Module, trained: dict, key_of, run: RunDir) -> dict:
+    """``model``'s full state dict with the ``trained`` tensors put in (``key_of``: a trained tensor's
+    name -> its name in ``model``), saved as the run's ``checkpoint-best`` (evaluate and predict read
+    full-model weights). Returns that state dict (copies)."""
+    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    full.update({key_of(k): v for k, v in trained.items()})
+    save_checkpoint(run.path, "best", full)
+    return full
+
+
 def _file_id(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -121,6 +142,14 @@ def extract_features(model: nn.Module, batches, ctx, flip: bool = False, progres
     return torch.cat(out), torch.cat(ys)
 
 
+def _scorer(x: torch.Tensor, y: torch.Tensor, score_fn):
+    """model -> ``score_fn`` of its logits on the cached features ``x`` (N, D) and labels ``y`` (N,)."""
+    def score(m):
+        with torch.no_grad():
+            return score_fn(m(x).float(), y)
+    return score
+
+
 def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, device: torch.device,
                      location: str, ctx, score_fn, resume=None, resume_weights=None,
                      callbacks=()) -> tuple[FitResult, dict]:
@@ -136,10 +165,9 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
 
     views = ("center", "flip") if cfg.flip != "none" else ("center",)
     side = pipes["test"].side() or 32
-    norm = {"mean": [round(v, 6) for v in pipes["test"].loader.mean.tolist()],
-            "std": [round(v, 6) for v in pipes["test"].loader.std.tolist()]}
+    norm = rounded_normalization(pipes["test"].loader)
     key = feature_key(cfg, location, side, norm, views, precision=getattr(ctx, "name", None))
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_data_dir() / "features"
+    folder = cache_root(cfg)
     path = folder / f"{key}.safetensors"
     t0 = time.perf_counter()
     hit = path.is_file()
@@ -172,19 +200,8 @@ def fit_linear_probe(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDi
     head_name = classifier_names(model)[0]
     head = HeadOnly(model.get_classifier())
     loader = FeatureLoader(feats["train_x"], feats["train_y"], cfg.batch_size, train=True, seed=cfg.seed)
-    val_fn = None
-    if "val_x" in feats:
-        vx, vy = feats["val_x"], feats["val_y"]
-
-        def val_fn(m):
-            with torch.no_grad():
-                return score_fn(m(vx).float(), vy)
-    probe_cfg = cfg.update({"whiten_bias_epochs": 0.0, "channels_last": False})
-    result = fit(head, loader, probe_cfg, run, device, val_fn=val_fn, resume=resume, resume_weights=resume_weights,
+    val_fn = _scorer(feats["val_x"], feats["val_y"], score_fn) if "val_x" in feats else None
+    result = fit(head, loader, cfg, run, device, val_fn=val_fn, resume=resume, resume_weights=resume_weights,
                  callbacks=callbacks, ctx=ctx)
-    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for k, v in result.eval_state.items():
-        full[f"{head_name}.{k[len('classifier.'):]}"] = v
-    result.eval_state = full
-    save_checkpoint(run.path, "best", full)  # evaluate() reads full-model weights
+    result.eval_state = spliced(model, result.eval_state, lambda k: f"{head_name}.{k[len('classifier.'):]}", run)
     return result, info

@@ -22,9 +22,38 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..config import ConfigError
+from ..models import head_of
 from .optim import layer_scales
 
 TUNED = ("fine-tune", "partial-fine-tune")  # head first, then the rest with discriminative learning rates
+DISTRIBUTABLE = ("scratch", "full")         # freezing would change which parameters DDP synchronizes
+
+
+def caches_trunk(cfg) -> bool:
+    """Whether ``cfg``'s strategy trains on cached outputs of a frozen trunk (a linear probe with
+    ``feature_cache``, a partial fine-tune): its train state then holds only the part that trains."""
+    return (cfg.strategy == "linear-probe" and cfg.feature_cache) or cfg.strategy == "partial-fine-tune"
+
+
+def projected_passes(cfg, train_images: int) -> float:
+    """Training passes (forward and backward, in images) the strategy of ``cfg`` costs over a run:
+    epochs x images, except a cached linear probe (one forward pass, a third of a training pass) and a
+    partial fine-tune (a forward pass per cached view, then about a fifth of the network per epoch)."""
+    if cfg.strategy == "linear-probe" and cfg.feature_cache:
+        return train_images / 3
+    if cfg.strategy == "partial-fine-tune":
+        return train_images * (cfg.cached_views / 3 + cfg.epochs / 5)
+    return train_images * cfg.epochs
+
+
+def check_distributable(cfg, world: int) -> None:
+    """Raise :class:`ConfigError` when ``cfg`` cannot train in ``world`` DDP processes."""
+    if cfg.strategy not in DISTRIBUTABLE:
+        raise ConfigError(f"distributed training supports strategy scratch or full, not {cfg.strategy!r}: "
+                          "freezing changes which parameters DDP synchronizes. Run it in one process.")
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes.")
 
 
 @dataclass
@@ -38,8 +67,8 @@ class Strategy:
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg, steps_per_epoch: int) -> "Strategy":
-        head = model.get_classifier() if hasattr(model, "get_classifier") else None
-        head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        head = head_of(model)
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
         trainable = {id(p) for p in model.parameters() if p.requires_grad}
         tuned = cfg.strategy in TUNED
         freeze = math.ceil(cfg.freeze_epochs * steps_per_epoch) if tuned else 0
@@ -66,8 +95,8 @@ class Strategy:
                     p.requires_grad_(not frozen or id(p) in self.head_ids)
             self._frozen = frozen
         if frozen:
-            head = model.get_classifier() if hasattr(model, "get_classifier") else None
-            head_modules = set(head.modules()) if isinstance(head, nn.Module) else set()
+            head = head_of(model)
+            head_modules = set(head.modules()) if head is not None else set()
             for m in model.modules():
                 if isinstance(m, _BatchNorm) and m not in head_modules:
                     m.eval()

@@ -18,7 +18,8 @@ from .report import build_report, interpret_run
 from .setup import Setup, assemble
 from .suite import SuiteResult, run_suite
 from .suite_file import Suite, SuiteError, load_suite, resolve_runs
-from .train import evaluate, lr_find, train
+from .lr_find import lr_find
+from .train import evaluate, train
 
 __all__ = ["train", "calibrate", "evaluate", "lr_find", "assemble", "Setup", "run_predictions", "load_cached_predictions",
            "save_predictions", "load_run_model", "predict_images", "compare_runs", "comparison_row",

@@ -12,7 +12,6 @@ import torch
 
 from ..config import TrainConfig
 from ..data import open_source
-from ..data.augment import mix_images
 from ..render.interpret import plot_image_grid
 from ..runs import write_json
 from .report import dataset_figures
@@ -54,7 +53,7 @@ def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_f
                     epoch: int = 0, **overrides) -> Path:
     """Draw the first ``images`` training images of ``epoch`` as the model receives them: the config's
     flips, translations, cutout, on-device resizing, then mixup/CutMix, normalization undone for
-    display. Captions name the class (and the mixing weights when mixed). ``config`` as in
+    display. Captions name the class (mixed: the two largest target shares, label smoothing included). ``config`` as in
     :func:`cifarlab.train`; the model is built without pretrained weights (only its input
     settings matter).
 
@@ -63,16 +62,18 @@ def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_f
     """
     cfg = run_config(config, overrides)
     s = assemble(cfg, load_weights=False)
+    torch.manual_seed(cfg.seed)  # mixup's draws, as at the start of training
     x, y = next(iter(s.pipes["train"].epoch(epoch)))
     x, y = x[:images].float().contiguous(), y[:images]
-    captions = [s.source.classes[int(c)] for c in y]
     title = f"{cfg.dataset}: training batch, epoch {epoch + 1}, {x.shape[-1]}x{x.shape[-1]} px"
-    if cfg.mixup or cfg.cutmix:
-        torch.manual_seed(cfg.seed)
-        x, lam = mix_images(x, cfg.mixup, cfg.cutmix)
-        other = captions[::-1]
-        captions = [f"{a} {lam:.2f}/{b}" for a, b in zip(captions, other)]
-        title += f", mixed (own share {lam:.2f})"
+    if y.is_floating_point():  # mixed: soft targets; each caption names the two largest shares
+        share, cls = y.topk(2, dim=1)
+        names = s.source.classes
+        captions = [f"{names[int(c[0])]} {w[0]:.2f}" + (f"/{names[int(c[1])]} {w[1]:.2f}" if w[1] > 0.05 else "")
+                    for c, w in zip(cls, share.tolist())]
+        title += ", mixed (mixup/CutMix)"
+    else:
+        captions = [s.source.classes[int(c)] for c in y]
     mean = torch.tensor(s.normalization["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(s.normalization["std"]).view(1, 3, 1, 1)
     shown = (x.cpu() * std + mean).numpy()

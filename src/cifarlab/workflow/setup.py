@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TrainConfig
-from ..data import Batches, DataSource, size_schedule, source_for, take
+from ..data import Batches, DataSource, MixedBatches, size_schedule, source_for, take
 from ..models import build_model, check_input_size, data_config, is_user_module
 from ..runs import RunDir
 from ..runtime import Precision, resolve_device, resolve_precision
-from ..training import load_model_checkpoint
+from ..training import load_model_checkpoint, projected_passes
 from ..training.health import is_out_of_memory
 from ..training.progress import projection
 
@@ -63,10 +63,11 @@ def model_sizes(cfg: TrainConfig, model: nn.Module) -> list[tuple[int, int]] | N
 
 
 def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights: bool = True,
-             dist_env=None, source: DataSource | None = None, scoring: bool = False) -> Setup:
+             dist_env=None, source: DataSource | None = None, scoring: bool = False,
+             precision: Precision | None = None) -> Setup:
     """Build everything a command needs for ``cfg``.
 
-    ``scoring``: see :func:`precision_context`. The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
+    ``scoring``: see :func:`precision_context`; ``precision``: one already resolved for ``device``. The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
     when ``load_weights``; a fresh built-in model runs its data-dependent init (airbench whitening,
     on the first :data:`WHITENING_IMAGES` training images). Normalization is the model's pretrained
     config's, else the dataset's own statistics.
@@ -77,7 +78,7 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
         DataError, UnknownModelError, WeightsError: from the data and model layers.
     """
     device = device or resolve_device(cfg.device)
-    ctx = precision_context(device, cfg.precision, scoring)  # before the data loads: fp16 on a CPU fails at once
+    ctx = precision or precision_context(device, cfg.precision, scoring)  # before the data loads: fp16 on a CPU fails at once
     source = source or source_for(cfg)
     model = build_model(cfg, source.num_classes, device, load_weights)
     dc = data_config(model)
@@ -91,6 +92,8 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
                          auto_augment=train_only(k, cfg.auto_augment, "none"),
                          jitter=train_only(k, (cfg.brightness, cfg.contrast), (0.0, 0.0)))
                  if v is not None else None) for k, v in loaders.items()}
+    if cfg.mixup or cfg.cutmix:
+        pipes["train"] = MixedBatches(pipes["train"], cfg.mixup, cfg.cutmix, source.num_classes, cfg.label_smoothing)
     if cfg.early_stopping_patience and pipes["val"] is None:
         raise ConfigError(f"early stopping needs a validation split, and {cfg.dataset} has none: set --val-size "
                           "(e.g. 5000) or early_stopping_patience 0.")
@@ -113,11 +116,7 @@ def default_size_refusal(cfg: TrainConfig, side: int, data_side: int, seconds_pe
     (``seconds_per_image`` of a training step, measured on this machine)."""
     if cfg.img_size or cfg.img_sizes or side <= data_side:
         return None
-    projected = seconds_per_image * train_images * cfg.epochs
-    if cfg.strategy == "linear-probe" and cfg.feature_cache:
-        projected = seconds_per_image / 3 * train_images  # one forward pass, no backward
-    elif cfg.strategy == "partial-fine-tune":  # a forward pass per cached view, then a fraction of the net
-        projected = seconds_per_image * train_images * (cfg.cached_views / 3 + cfg.epochs / 5)
+    projected = seconds_per_image * projected_passes(cfg, train_images)
     if projected <= MAX_UNASKED_SECONDS:
         return None
     return (f"{cfg.model} would train at its ImageNet input size, {side}x{side} px (the data is {data_side} px), which "

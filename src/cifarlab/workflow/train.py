@@ -1,7 +1,6 @@
-"""Training, rescoring and the learning-rate range test, as a user asks for them: ``train(config) ->
-Run``, ``evaluate(run)``, ``lr_find(config)``. Each resolves its config through
-:func:`cifarlab.recipes.resolve_config`, assembles through :mod:`.setup`, and records through
-:mod:`cifarlab.runs`.
+"""Training and rescoring, as a user asks for them: ``train(config) -> Run``, ``evaluate(run)``.
+Each resolves its config through :func:`cifarlab.recipes.resolve_config`, assembles through
+:mod:`.setup`, and records through :mod:`cifarlab.runs`.
 """
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import os
 import resource
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,13 @@ from ..evaluation.calibration import calibration_summary
 from ..files import StorageError, remove_stale_temps
 from ..models import count_parameters, register_module
 from ..recipes import resolve_config
-from ..render import plot_lr_find, write_confusion, write_per_class
+from ..render import write_confusion, write_per_class
 from ..render.plots import plot_curves
 from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, Run, RunDir, RunDirError,
-                    generate_run_name, write_json)
-from ..runtime import default_threads, environment, num_threads, resolve_device, tune_malloc
-from ..training import TrainingDiverged, distributed, fit, fit_linear_probe, fit_partial, load_resume_point, lr_range_test
+                    generate_run_name)
+from ..runtime import Precision, default_threads, environment, num_threads, resolve_device, tune_malloc
+from ..training import (ResumePoint, TrainingDiverged, caches_trunk, check_distributable, distributed, fit_strategy,
+                        load_resume_point)
 from ..training.progress import say
 from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
@@ -54,16 +55,6 @@ def check_resume_compatible(saved: TrainConfig, new: TrainConfig, path: Path) ->
                           f"with --run-dir.")
 
 
-def _start(cfg: TrainConfig, run_dir, env) -> RunDir:
-    rd = RunDir(distributed.broadcast_object(str(run_dir or Path("runs") / generate_run_name(cfg)), env))
-    if env.is_main and rd.has_run():
-        raise RunDirError(f"{rd.path} already holds a run. Resume it with --resume {rd.path} or choose "
-                          "another --run-dir.")
-    if env.is_main:
-        rd.create()
-    return rd
-
-
 def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
           resume: str | os.PathLike | None = None, callbacks: tuple = (), **overrides) -> Run:
     """Train, score on the test set once, and record everything in a run directory.
@@ -87,21 +78,93 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
         TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, StorageError (disk full,
         read-only; the last good checkpoint is kept and ``resume`` continues once space is freed).
     """
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     tune_malloc()
-    overrides = _own_model_and_folder(overrides)
-    rd = None
-    if resume is not None:
-        rd = RunDir(resume)
-        saved = rd.load_config()
-        cfg = (config if isinstance(config, TrainConfig) else saved).update(overrides).validate()
-        check_resume_compatible(saved, cfg, rd.path)
-        if rd.is_complete():
-            raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
-    else:
-        cfg = run_config(config, overrides)
+    cfg, resumed = _config_and_resumed(config, resume, _own_model_and_folder(overrides))
     with num_threads(default_threads(cfg.threads)):
-        return _train_held(cfg, run_dir, rd, callbacks, t0)
+        env = distributed.init(cfg.device)
+        if env.enabled:
+            check_distributable(cfg, env.world)
+        device = distributed.device_for(env, resolve_device(cfg.device))
+        precision = precision_context(device, cfg.precision)  # fp16 on a CPU is refused before a directory exists
+        if cfg.progress and env.is_main:  # the first line: what this machine will compute in, and why
+            say(f"{precision.reason}; {torch.get_num_threads()} CPU threads")
+        rd = resumed or _new_run_dir(cfg, run_dir, env)
+        with rd.lock("train") if env.is_main else contextlib.nullcontext():
+            job = Job(cfg, rd, env, device, precision, _resume_point(rd, env) if resumed else None, callbacks, started)
+            if env.is_main:
+                rd.save_config(cfg)
+                rd.set_status("running")
+            distributed.barrier(env)
+            with _failed_on_error(rd, env):
+                return _fit_and_record(job)
+
+
+@dataclass
+class Job:
+    """One training run as :func:`train` hands it on: the validated config (not changed after
+    ``config.yaml`` is written), its run directory, the process group, the device and precision,
+    the point resumed from (or None), the callbacks, and ``started`` (``time.perf_counter()`` when
+    :func:`train` was called, for the preparation and wall times in seconds)."""
+    cfg: TrainConfig
+    run: RunDir
+    env: distributed.DistEnv
+    device: torch.device
+    precision: Precision
+    point: ResumePoint | None
+    callbacks: tuple
+    started: float
+
+
+def _config_and_resumed(config, resume, overrides: dict) -> tuple[TrainConfig, RunDir | None]:
+    """The validated config of a new run (and None), or of the run ``resume`` names (and its directory),
+    checked against what the saved training state can follow."""
+    if resume is None:
+        return run_config(config, overrides), None
+    rd = RunDir(resume)
+    saved = rd.load_config()
+    cfg = (config if isinstance(config, TrainConfig) else saved).update(overrides).validate()
+    check_resume_compatible(saved, cfg, rd.path)
+    if rd.is_complete():
+        raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
+    return cfg, rd
+
+
+def _new_run_dir(cfg: TrainConfig, run_dir, env) -> RunDir:
+    """The run directory of a new run (rank 0's name on every rank), created; refused when it holds a run."""
+    rd = RunDir(distributed.broadcast_object(str(run_dir or Path("runs") / generate_run_name(cfg)), env))
+    if env.is_main and rd.has_run():
+        raise RunDirError(f"{rd.path} already holds a run. Resume it with --resume {rd.path} or choose "
+                          "another --run-dir.")
+    if env.is_main:
+        rd.create()
+    return rd
+
+
+def _resume_point(rd: RunDir, env) -> ResumePoint | None:
+    """The saved position of an interrupted run (temporary files of the interrupted writes removed),
+    or None, with a warning, when it stopped before its first checkpoint (then it trains from the start)."""
+    if env.is_main:
+        remove_stale_temps(rd.path)
+    point = load_resume_point(rd.path)
+    if point is None:
+        warnings.warn(f"{rd.path} was stopped before its first checkpoint; training it from the start.", stacklevel=3)
+        if env.is_main:
+            rd.truncate_metrics(0)
+    return point
+
+
+@contextlib.contextmanager
+def _failed_on_error(rd: RunDir, env):
+    """A run stopped by an error says so (status ``failed``) instead of ``running`` forever; the
+    statuses the loop writes itself (diverged, interrupted, failed) are kept."""
+    try:
+        yield
+    except Exception as err:
+        if env.is_main and rd.status() == "running":
+            with contextlib.suppress(OSError, StorageError):
+                rd.set_status("failed", reason=str(err))
+        raise
 
 
 def _own_model_and_folder(overrides: dict) -> dict:
@@ -118,87 +181,31 @@ def _own_model_and_folder(overrides: dict) -> dict:
     return out
 
 
-def _train_held(cfg: TrainConfig, run_dir, rd: RunDir | None, callbacks, t0: float) -> Run:
-    """:func:`train` after the config is resolved (``rd``: the run to resume, or None for a new one):
-    take the run directory, then train in it."""
-    env = distributed.init(cfg.device)
-    if env.enabled:
-        if cfg.strategy not in ("scratch", "full"):
-            raise ConfigError(f"distributed training supports strategy scratch or full, not {cfg.strategy!r}: "
-                              "freezing changes which parameters DDP synchronizes. Run it in one process.")
-        if cfg.batch_size % env.world:
-            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} processes.")
-    device = distributed.device_for(env, resolve_device(cfg.device))
-    precision = precision_context(device, cfg.precision)  # fp16 on a CPU is refused before a directory exists
-    if cfg.progress and env.is_main:  # the first line: what this machine will compute in, and why
-        say(f"{precision.reason}; {torch.get_num_threads()} CPU threads")
-    resume = rd is not None
-    rd = rd or _start(cfg, run_dir, env)
-    with rd.lock("train") if env.is_main else contextlib.nullcontext():
-        point = None
-        if resume:
-            if env.is_main:
-                remove_stale_temps(rd.path)
-            point = load_resume_point(rd.path)
-            if point is None:
-                warnings.warn(f"{rd.path} was stopped before its first checkpoint; training it from the start.",
-                              stacklevel=2)
-                if env.is_main:
-                    rd.truncate_metrics(0)
-        return _train_in(rd, cfg, env, device, point, callbacks, t0)
-
-
-def _train_in(rd: RunDir, cfg: TrainConfig, env, device, point, callbacks, t0: float) -> Run:
-    """:func:`train` once the run directory is held: train (or go on from ``point``), score, record."""
-    state, weights = (point.state, point.weights) if point is not None else (None, None)
-    if env.is_main:
-        rd.save_config(cfg)
-        rd.set_status("running")
-    distributed.barrier(env)
-    try:
-        return _fit_and_score(rd, cfg, env, device, state, weights, callbacks, t0)
-    except Exception as err:  # a run stopped by an error says so, not "running" forever; the loop's own
-        if env.is_main and rd.status() == "running":  # statuses (diverged, interrupted, failed) are kept
-            with contextlib.suppress(OSError, StorageError):
-                rd.set_status("failed", reason=str(err))
-        raise
-
-
-def _fit_and_score(rd: RunDir, cfg: TrainConfig, env, device, state, weights, callbacks, t0: float) -> Run:
-    """:func:`_train_in`'s work: assemble, fit (or go on from ``state``), score, record."""
-    # On resume the weights come from the train state, except for a cached linear probe or partial
-    # fine-tune, whose train state holds only the part that trains: the rest must be loaded again.
-    probe = cfg.strategy == "linear-probe" and cfg.feature_cache
-    partial = cfg.strategy == "partial-fine-tune"
-    show = cfg.progress and env.is_main
-    s = assemble(cfg, device, load_weights=state is None or probe or partial, dist_env=env)
+def _fit_and_record(job: Job) -> Run:
+    """Assemble, fit (or go on from ``job.point``), score on the test set, record; other DDP ranks leave
+    after fitting."""
+    cfg, rd, env = job.cfg, job.run, job.env
+    state, weights = (job.point.state, job.point.weights) if job.point is not None else (None, None)
+    cached = caches_trunk(cfg)  # its train state holds only the part that trains: load the rest again
+    s = assemble(cfg, job.device, load_weights=state is None or cached, dist_env=env, precision=job.precision)
     if state is None:
         check_default_input_size(s)  # hours at a timm model's 224 px nobody asked for: refused
-    if show:
+    if cfg.progress and env.is_main:
         say(f"run directory {rd.path} (tensorboard --logdir {rd.path})")
-        if not (probe or partial):  # those first compute their cache: the loop estimates them after a few steps
+        if not cached:  # a cache is computed first: the loop estimates after a few steps
             say(projection_line(s, state))
-    prep_seconds = time.perf_counter() - t0
+    prep_seconds = time.perf_counter() - job.started
     val_fn = None
     if s.pipes["val"] is not None:
         val_fn = lambda m: loss_and_top1(*predict_logits(m, s.pipes["val"].ordered(), s.ctx, tta=0))
-    cache_info = cached_logits = None
-    if partial:
-        result, cache_info, cached_logits = fit_partial(s.model, s.pipes, cfg, rd, device, s.source.location, s.ctx,
-                                                        loss_and_top1, resume=state, resume_weights=weights,
-                                                        callbacks=callbacks)
-    elif probe:
-        result, cache_info = fit_linear_probe(s.model, s.pipes, cfg, rd, device, s.source.location, s.ctx,
-                                              loss_and_top1, resume=state, resume_weights=weights, callbacks=callbacks)
-    else:
-        result = fit(s.model, s.pipes["train"], cfg, rd, device, val_fn=val_fn, resume=state, resume_weights=weights,
-                     callbacks=callbacks, dist_env=env, ctx=s.ctx)
+    fitted = fit_strategy(s.model, s.pipes, cfg, rd, job.device, s.ctx, s.source.location, loss_and_top1, val_fn,
+                          resume=state, resume_weights=weights, callbacks=job.callbacks, dist_env=env)
     if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
         distributed.shutdown(env)
         return Run(rd.path, cfg, [], {})
-    results = _score(s, rd, result, t0, prep_seconds, cached_logits)
-    if cache_info is not None:
-        results.feature_cache = cache_info
+    results = _score(s, rd, fitted.result, job.started, prep_seconds, fitted.logits)
+    if fitted.cache is not None:
+        results.feature_cache = fitted.cache
     if env.enabled:
         results.distributed = {"world_size": env.world, "backend": torch.distributed.get_backend()}
     rd.write_results(results)
@@ -208,7 +215,7 @@ def _fit_and_score(rd: RunDir, cfg: TrainConfig, env, device, state, weights, ca
     return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
 
 
-def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached: dict | None = None) -> Results:
+def _score(s: Setup, rd: RunDir, result, started: float, prep_seconds: float, cached: dict | None = None) -> Results:
     """Score the selected weights on the test set once, cache the predictions, gather the results.
     ``cached``: ``{"test": (logits, labels), "val": ...}`` already computed (a partial fine-tune's, from
     its cached trunk outputs), used instead of running the network again."""
@@ -254,7 +261,7 @@ def _score(s: Setup, rd: RunDir, result, t0: float, prep_seconds: float, cached:
         parameters=count_parameters(s.model),
         model_size_bytes=sum(t.numel() * t.element_size() for t in result.eval_state.values()),
         train_seconds=result.train_seconds, prep_seconds=prep_seconds, test_eval_seconds=eval_seconds,
-        wall_seconds=time.perf_counter() - t0,
+        wall_seconds=time.perf_counter() - started,
         train_images_per_s=result.images_seen / max(result.train_seconds, 1e-9),
         inference_images_per_s=inference,
         peak_memory_bytes=peak if s.device.type == "cpu" else int(torch.cuda.max_memory_allocated(s.device)),
@@ -291,26 +298,3 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
     write_confusion(out, np.array(metrics["confusion"]), s.source.classes)
     write_per_class(out, metrics, s.source.classes)
     return metrics
-
-
-def lr_find(config: TrainConfig | dict | str | os.PathLike | None = None, out_dir: str | os.PathLike = "lr_find",
-            start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100, **overrides) -> dict:
-    """LR range test on the configured data, model and strategy; writes ``lr_find.png`` and
-    ``lr_find.json`` in ``out_dir`` and returns the curve with ``valley`` and ``steepest`` suggestions
-    (learning rates of the main parameter group, ``cfg.lr``'s role). ``config`` as in :func:`train`.
-
-    Raises: ConfigError, DataError, UnknownModelError, WeightsError (as :func:`train`).
-    """
-    tune_malloc()
-    cfg = run_config(config, overrides)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"Cannot write {out}: {e.strerror}.") from None
-    with num_threads(default_threads(cfg.threads)):
-        s = assemble(cfg)
-        result = lr_range_test(s.model, s.pipes["train"], cfg, s.ctx, start_lr=start_lr, end_lr=end_lr, steps=steps)
-    write_json(out / "lr_find.json", {**result, "config": cfg.to_dict()})
-    plot_lr_find(out / "lr_find.png", result)
-    return result
