@@ -202,9 +202,9 @@ def test_mixed_batches_yield_soft_targets_for_training_and_plain_ones_for_evalua
     (x, t), (x0, y0) = next(mixed.epoch(0)), next(plain.epoch(0))
     assert t.shape == (20, 10) and torch.allclose(t.sum(1), torch.ones(20))
     assert not torch.equal(x, x0) and t.argmax(1).tolist() != list(range(20))
-    lam = (t[0, y0[0]] - 0.01) / 0.9 if y0[0] != y0[-1] else None  # own share: lam * 0.91 + (1 - lam) * 0.01
-    if lam is not None:
-        assert torch.allclose(x[0], lam * x0[0] + (1 - lam) * x0[-1], atol=1e-5)
+    i = next(i for i in range(20) if y0[i] != y0[19 - i])  # an image whose partner has another class
+    lam = (t[i, y0[i]] - 0.01) / 0.9  # own share: lam * 0.91 + (1 - lam) * 0.01
+    assert torch.allclose(x[i], lam * x0[i] + (1 - lam) * x0[19 - i], atol=1e-5)
     ex, ey = next(mixed.ordered())
     assert ey.dtype == torch.int64 and torch.equal(ex, next(plain.ordered())[0])
 

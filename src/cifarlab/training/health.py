@@ -182,9 +182,8 @@ class StepGuard:
             raise out_of_memory_error(e, self.batch_size, self.device, f"epoch {epoch + 1} (step {st.global_step + 1})",
                                       last_good(self.run.path, st.epoch)) from None
 
-    def loss_problem(self, loss: torch.Tensor) -> Problem | None:
-        """A non-finite loss here or, under DDP, on another rank (voted, so backward runs on all or none)."""
-        value = loss.item()
+    def loss_problem(self, value: float) -> Problem | None:
+        """A non-finite loss ``value`` here or, under DDP, on another rank (voted, so backward runs on all or none)."""
         bad = None if math.isfinite(value) else f"the training loss became {value}"
         if self.env.enabled and sum_across([0.0 if bad is None else 1.0], self.env)[0]:
             bad = bad or "the training loss became non-finite on another process"

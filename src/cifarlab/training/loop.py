@@ -131,7 +131,8 @@ class Trainer:
                 out = self.fwd(x)
                 smoothing = 0.0 if y.is_floating_point() else cfg.label_smoothing
                 loss = F.cross_entropy(out.float(), y, label_smoothing=smoothing, reduction=cfg.loss_reduction)
-            problem = self.guard.loss_problem(loss)
+            loss_value = loss.item()
+            problem = self.guard.loss_problem(loss_value)
             if problem is None:
                 self.scaling.backward(loss if self.loss_world == 1 else loss * self.loss_world, self.optimizers)
                 problem = self.guard.gradient_problem(self.model)
@@ -145,7 +146,7 @@ class Trainer:
         self.guard.check_weights(self.model, st, epoch)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        self._count(x, y, out, loss.item(), epoch)
+        self._count(x, y, out, loss_value, epoch)
         return lr_mult
 
     def _count(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, loss_value: float, epoch: int) -> None:
