@@ -7,7 +7,8 @@ Wall seconds cover everything ``cifarlab.train`` does (data loading, whitening i
 TTA test scoring, throughput probe, writing the run) plus ``import torch`` measured at start-up.
 The curve's per-epoch test top-1 (no TTA) is a benchmark-only probe: its time is measured and
 subtracted from the wall time, and it never influences training or model selection.
-Writes benchmarks/results/<dataset>-recipe.json and prints a Markdown table for BENCHMARKS.md.
+Writes <dataset>-recipe.json (every run, every curve) into --results and prints a Markdown table; the
+rows BENCHMARKS.md shows go into benchmarks/results/recipes.json.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="benchmarks/runs")
     ap.add_argument("--set", action="append", default=[], help="config overrides key=value")
-    ap.add_argument("--results", default="benchmarks/results", help="folder for the summary JSON")
+    ap.add_argument("--results", default=".", help="folder for the summary JSON")
     args = ap.parse_args()
     overrides = cifarlab.config.parse_overrides(args.set)
     results = []

@@ -1,6 +1,7 @@
 """The table of a GPU check (``benchmarks/gpu_check.sh``): one row per finished run directory with
 test top-1, wall seconds, training images/s, peak GPU memory and the precision used, as Markdown on
-stdout and, with ``--out FILE.json``, as a flat result file that BENCHMARKS.md's table comes from.
+stdout and, with ``--out FILE.json``, as a flat result file in ``benchmarks/tables.py``'s format: copy it
+to ``benchmarks/results/`` and name it in BENCHMARKS.md to show it there.
 
     python benchmarks/gpu_table.py RUN_DIR [RUN_DIR ...] [--out gpu_check.json]
 
@@ -9,6 +10,7 @@ A run directory without ``results.json`` (a run that failed) gets a row that say
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -55,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row(d) for d in args.runs]
     print(markdown(rows))
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        table = {"command": "bash benchmarks/gpu_check.sh", "machine": "per row",
+                 "date": datetime.date.today().isoformat(),
+                 "columns": [["run", "run"], ["status", "status"], ["top1", "test top-1 (%)", ".2f"],
+                             ["wall_seconds", "wall (s)", ".1f"], ["train_images_per_s", "train images/s", ".0f"],
+                             ["peak_gib", "peak GPU memory (GiB)", ".2f"], ["precision", "precision"],
+                             ["device", "device"]],
+                 "rows": rows}
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
     return 0 if all(r["status"] == "complete" for r in rows) else 1
 
 

@@ -3,7 +3,7 @@ reference run made on the same machine in the same session (issue 14).
 
     cifarlab compare suites/cifar10-recipe-search.yaml --data-dir DATA --out search/
     python benchmarks/recipe_search.py search/ --reference airbench94_muon cifar100-recipe \
-        --out benchmarks/results/recipe-search
+        --out search/recipe-search
 
 Candidates are chosen on the validation split (train with ``--val-size 5000``); the test set is
 scored by every run but read here only for the reference and the chosen candidates.

@@ -6,7 +6,7 @@ build (runs trained by this version cache their predictions while training, so t
 is already warm). Writes ``--results`` JSON with both times and the runs used.
 
     python benchmarks/report_time.py RUN_OR_SUITE... --data-dir DATA --out /tmp/report.html \\
-        --results benchmarks/results/report-time.json
+        --results report-time.json
 """
 from __future__ import annotations
 

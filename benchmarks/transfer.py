@@ -11,7 +11,8 @@
 3. Linear probe with and without the feature cache on the same un-augmented features: time and
    accuracy side by side.
 
-Writes benchmarks/results/transfer.json and prints Markdown tables for BENCHMARKS.md.
+Writes transfer.json (in the current folder) and prints Markdown tables; the feature-cache rows
+BENCHMARKS.md shows go into benchmarks/results/feature-cache.json.
 """
 from __future__ import annotations
 
@@ -75,8 +76,7 @@ def main() -> int:
         print(name, json.dumps(cache_rows[name]), flush=True)
 
     env = run.results["environment"]
-    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path("benchmarks/results/transfer.json").write_text(json.dumps(
+    Path("transfer.json").write_text(json.dumps(
         {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"), "environment": env,
          "pretrained_run": args.pretrained_run, "pretrained_test_top1": src.results["test"]["top1"],
          "variants": rows, "feature_cache": cache_rows}, indent=2))

@@ -221,7 +221,9 @@ def test_gpu_table_rows_and_json(tmp_path):
     failed.mkdir()
     (failed / "status.json").write_text(json.dumps({"status": "failed"}))
     code = gpu_table.main([str(done), str(failed), "--out", str(tmp_path / "t.json")])
-    rows = json.loads((tmp_path / "t.json").read_text())
+    table = json.loads((tmp_path / "t.json").read_text())
+    rows = table["rows"]
+    assert table["machine"] == "per row" and {"command", "date", "columns"} <= set(table)
     assert code == 1 and rows[0]["top1"] == 94.123 and rows[1] == {"run": "lite0", "status": "failed"}
     text = gpu_table.markdown(rows).splitlines()
     assert text[2] == "| cifar10-recipe | 94.12 | 61.0 | 31235 | 3.00 | bf16 | NVIDIA H100 |"

@@ -146,8 +146,8 @@ def test_a_named_recipe_that_cannot_apply_is_refused(overrides, message):
 
 
 def test_a_progressive_schedule_changes_side_at_whole_epochs_only():
-    """The side changes between epochs, so [3.5, 32] used to run as [3, 32] without a word, and a text epoch
-    ended in a traceback: both are refused with the format."""
+    """The side changes between epochs, so a fractional epoch such as [3.5, 32] and a text epoch are
+    refused with the format instead of being rounded or failing deep inside."""
     from cifarlab.config import TrainConfig
     assert TrainConfig(img_sizes=[[0, 24], [3.0, 32]]).validate().img_sizes == [[0, 24], [3.0, 32]]
     for bad in ([[0, 24], [3.5, 32]], [[0, 4]], [[0]], [], [["a", 24]], [[0, "24"]]):

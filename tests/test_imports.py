@@ -134,6 +134,6 @@ def test_the_checks_catch_what_they_name(monkeypatch, source, problem):
 
 
 def test_no_source_file_is_much_over_300_lines():
-    """The issue's bound is "about 300"; 320 leaves the command line's parser its few extra lines."""
+    """The bound is "about 300"; 320 leaves the command line's parser its few extra lines."""
     long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 320}
     assert not long, f"files to split: {long}"

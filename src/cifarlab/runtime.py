@@ -8,8 +8,8 @@ instead of returning it every step.
 Why: a training step allocates and frees activation buffers of hundreds of MB. glibc serves
 these with mmap and unmaps them on free, so every step page-faults and zero-fills them again
 (seen as high system time). Disabling mmap'd chunks and heap trimming keeps the pages mapped.
-Measured on the 2-core CI machine for airbench94 at batch 2000 (bf16): 669 -> 1002 training
-images/s, 2153 -> 3869 inference images/s (BENCHMARKS.md). The same effect as the environment
+Measured on a 2-core Xeon with native bf16 for airbench94 at batch 2000: 772 -> 1242 training
+images/s, 1957 -> 4199 inference images/s (BENCHMARKS.md, table "malloc"). The same effect as the environment
 variables MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>, applied from inside the process.
 Peak memory is unchanged; memory freed by the process is reused rather than returned.
 
@@ -126,7 +126,8 @@ def cpu_native_bf16() -> str | None:
     Torch has no public check of this for CPUs (``torch.cuda.is_bf16_supported`` is CUDA's), and
     oneDNN's own (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is also true on AVX-512 CPUs that
     emulate bf16, so the flags decide. Without them bf16 is emulated: measured on a 2-vCPU AMD EPYC
-    with AVX2 only, a 2048x2048 matmul ran at 133 GFLOP/s in fp32 and under 1 in bf16 (BENCHMARKS.md).
+    with AVX2 only, a 2048x2048 matmul ran at 136 GFLOP/s in fp32 and 0.3 in bf16 (BENCHMARKS.md,
+    table "precision-epyc-avx2").
     """
     flags = cpu_flags()
     return next((f for f in BF16_CPU_FLAGS if f in flags), None)

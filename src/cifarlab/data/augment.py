@@ -81,7 +81,7 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
     CIFAR-10 in 3.29 seconds on a single GPU"): level 1 weighted 1/2, plus the mirrored pair shifted
     one pixel up-left and down-right (reflect padding), 1/8 each, 6 views; 3: the same with all four
     diagonal one-pixel shifts (level 2's two, then down-left and up-right), 1/16 each, 10 views
-    (issue 14: level 2's two shifts made symmetric). The weights sum to 1; ``len()`` is the number of
+    (level 2's shifts made symmetric). The weights sum to 1; ``len()`` is the number of
     forward passes per image (:func:`tta_view_count`).
     """
     views = [(1.0, x)] if level == 0 else [(0.5, x), (0.5, x.flip(-1))]

@@ -56,9 +56,9 @@ def selective_tta_logits(model, x: torch.Tensor, tta: int, fraction: float = 1.0
     lowest get the level's other views too, with the weights of :func:`~cifarlab.data.augment.tta_views`,
     and the rest keep their own view's logits. The views change few confident predictions, so most of
     TTA's gain stays at ``1 + (V - 1) * fraction`` forward passes per image instead of V. ``fraction``
-    1 is plain TTA (every image, bit for bit the same as before selective TTA existed). Keep the
+    1 is plain TTA: every view for every image. Keep the
     fraction well above the network's test error: at 0.25, CIFAR-10 networks (6% errors) lost nothing
-    while CIFAR-100 ones (24%) lost 0.66 points (BENCHMARKS.md, issue 14's eighteenth part).
+    while CIFAR-100 ones (24%) lost 0.66 points (docs/recipe-search.md, row 'selective TTA').
     """
     if fraction >= 1 or tta == 0:
         return sum(w * model(v).float() for w, v in tta_views(x, tta))

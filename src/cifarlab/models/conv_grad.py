@@ -5,7 +5,7 @@ On a 2-vCPU Intel Xeon with AMX-BF16 (torch 2.15, oneDNN), the weight gradient o
 forward pass, though it is the same number of multiply-adds: 140 ms against 34 ms on 5x5 maps,
 102 ms against 12 ms on 3x3, 86 ms against 13 ms on 2x2 (``benchmarks/conv_weight_grad.py``).
 Those small maps are the last conv groups', and they are why a 24-px training step cost 0.68 of a
-32-px one there, not (24/32)^2 (BENCHMARKS.md, "A faster weight gradient for small feature maps").
+32-px one there, not (24/32)^2 (docs/recipe-search.md, row 'a matrix-product weight gradient').
 
 Written as one matrix product instead, it takes 0.8-2.8x the forward's time on those maps: with
 x zero-padded by one pixel, dW[o, i, u, v] = sum over (b, h, w) of g[b, o, h, w] * x[b, i, h+u, w+v],

