@@ -173,3 +173,19 @@ def test_the_recipe_flag_reaches_the_config(cifar10_dir, tmp_path):
     run = Run.load(tmp_path / "r")
     assert run.config.recipe == "airbench94_muon" and run.config.epochs == 1.0
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["recipe"] == "airbench94_muon"
+
+
+def test_a_retired_key_is_accepted_off_and_refused_on(tmp_path):
+    """A saved config.yaml holds every key, so a retired one at its off value (0) must still load; any
+    other value names the key, why it went and what to use instead, rather than training another run."""
+    import yaml
+    from cifarlab.recipes import resolve_config
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump({"dataset": "cifar10", "epochs": 2, "brightness": 0.0, "contrast": 0.0}))
+    cfg = resolve_config(saved)
+    assert cfg.epochs == 2 and not hasattr(cfg, "brightness")
+    saved.write_text(yaml.safe_dump({"dataset": "cifar10", "brightness": 0.15}))
+    with pytest.raises(ConfigError, match=r"'brightness' is retired \(set to 0.15 in .*config.yaml\): .*trivialaugment"):
+        resolve_config(saved)
+    with pytest.raises(ConfigError, match="'contrast'.*retired"):
+        resolve_config(None, {"contrast": "0.2"})

@@ -54,8 +54,7 @@ def test_predict_logits_passes_the_fraction_per_batch():
     assert net.images == 30 + (2 + 1) * 5               # ceil(0.1 x 20) + ceil(0.1 x 10) images get 5 more views
 
 
-@pytest.mark.parametrize("key,value", [("tta_fraction", 0.0), ("tta_fraction", 1.5), ("brightness", -0.1),
-                                       ("contrast", 1.0)])
-def test_config_refuses_out_of_range_fractions_and_jitter(key, value):
-    with pytest.raises(ConfigError, match=key):
-        TrainConfig(**{key: value}).validate()
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_config_refuses_out_of_range_fractions(value):
+    with pytest.raises(ConfigError, match="tta_fraction"):
+        TrainConfig(tta_fraction=value).validate()

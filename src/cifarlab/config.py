@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .config_retired import RETIRED, check_retired
+
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
 PATH_KINDS = ("folder", "store", "shards")   # dataset strings KIND:PATH
@@ -100,8 +102,6 @@ class TrainConfig:
     cutmix: float = 0.0                 # CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)
     auto_augment: str = "none"          # none | trivialaugment (per-image op and magnitude, batched; Müller & Hutter 2021)
     random_resized_crop: float = 0.0    # RandomResizedCrop, batched: smallest area fraction of the box, e.g. 0.35; 0 = off
-    brightness: float = 0.0             # per-image shift U(-b, b) in normalized units; 0 = off (Hiverge 2025)
-    contrast: float = 0.0               # per-image scale U(1 - c, 1 + c) about the dataset mean; 0 = off (the same)
     # --- model
     model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
     model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
@@ -171,8 +171,10 @@ class TrainConfig:
         """Return a copy with ``values`` applied (keys checked, strings coerced to field types)."""
         known = {f.name: f for f in fields(self)}
         out = dataclasses.replace(self)
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+        for key in sorted(RETIRED.keys() & values.keys()):   # refused unless "off", which changes nothing
+            check_retired(key, values.pop(key), source, ConfigError)
         for key, value in values.items():
-            key = key.replace("-", "_")
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=3)
                 hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -204,9 +206,7 @@ class TrainConfig:
         need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
         need(self.tta in TTA_LEVELS, f"tta must be one of {', '.join(map(str, TTA_LEVELS))} (got {self.tta}).")
-        t, b, c = self.tta_fraction, self.brightness, self.contrast
-        need(0 < t <= 1 and b >= 0 and 0 <= c < 1, f"tta_fraction must be in (0, 1], brightness >= 0 and contrast "
-             f"in [0, 1) (got {t}, {b}, {c}).")
+        need(0 < self.tta_fraction <= 1, f"tta_fraction must be in (0, 1] (got {self.tta_fraction}).")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
         need(0 <= self.warmup_epochs < self.epochs,
              f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")

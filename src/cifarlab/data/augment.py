@@ -192,22 +192,3 @@ def resized_crop_batch(x: torch.Tensor, side: int, min_scale: float, generator: 
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
     grid = F.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], side, side], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def jitter_batch(x: torch.Tensor, brightness: float, contrast: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-image brightness and contrast jitter of a normalized batch, in the normalized units the
-    network sees: each image gets ``(x + b) * c`` with ``b ~ U(-brightness, brightness)`` and
-    ``c ~ U(1 - contrast, 1 + contrast)``, so the shift is in dataset standard deviations (0.15 is
-    about 10/255 of a pixel value) and the scale stretches about the dataset mean. The form and the
-    0.15/0.15 values are those of Hiverge's CIFAR-10 speedrun record (2025,
-    github.com/hiverge/cifar10-speedrun), where it raised accuracy at a fixed number of steps.
-
-    Args:
-        x: float (B, C, H, W) normalized images; brightness, contrast: ranges >= 0 (0 turns one off).
-        generator: CPU generator of the 2 x B draws (the caller seeds it, so a resumed run replays).
-
-    Returns:
-        float (B, C, H, W), a new tensor on x's device.
-    """
-    u = (2 * torch.rand(2, len(x), 1, 1, 1, generator=generator) - 1).to(x.device, x.dtype)
-    return (x + brightness * u[0]) * (1 + contrast * u[1])

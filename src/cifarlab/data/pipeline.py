@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .augment import crop_batch, jitter_batch, mix_images, mixed_targets, resized_crop_batch
+from .augment import crop_batch, mix_images, mixed_targets, resized_crop_batch
 from .autoaugment import trivial_augment_batch
 from .loader import epoch_generator
 
@@ -45,16 +45,12 @@ class Batches:
     objects keep the pixel size they have at test time, unlike a resized image, whose objects shrink
     by S/32 (Touvron et al. 2019, "Fixing the train-test resolution discrepancy": a mismatch of
     apparent object size between training and test costs accuracy). Sides above the data's resize.
-
-    ``jitter=(brightness, contrast)`` with either above 0 jitters each training image last, after
-    the crop (:func:`~cifarlab.data.augment.jitter_batch`); its draws follow the crop's.
     """
 
     def __init__(self, loader, sizes: list[tuple[int, int]] | None, interpolation: str, channels_last: bool,
-                 random_resized_crop: float = 0.0, seed: int = 0, auto_augment: str = "none", downsize: str = "resize",
-                 jitter: tuple[float, float] = (0.0, 0.0)):
+                 random_resized_crop: float = 0.0, seed: int = 0, auto_augment: str = "none", downsize: str = "resize"):
         self.loader, self.sizes, self.mode, self.channels_last = loader, sizes, interpolation, channels_last
-        self.downsize, self.jitter = downsize, tuple(jitter)
+        self.downsize = downsize
         self.rrc, self.seed, self.auto_augment = random_resized_crop, seed, auto_augment
 
     def __len__(self) -> int:
@@ -84,8 +80,6 @@ class Batches:
         elif side is not None and side != x.shape[-1]:
             kw = {"align_corners": False, "antialias": side < x.shape[-1]} if self.mode in ("bilinear", "bicubic") else {}
             x = F.interpolate(x, size=(side, side), mode=self.mode, **kw)
-        if generator is not None and any(self.jitter):  # training batches only
-            x = jitter_batch(x, *self.jitter, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

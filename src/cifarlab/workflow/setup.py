@@ -89,8 +89,7 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
     train_only = lambda k, value, off: value if k == "train" else off
     pipes = {k: (Batches(v, sizes, cfg.interpolation, cfg.channels_last, seed=cfg.seed, downsize=cfg.downsize,
                          random_resized_crop=train_only(k, cfg.random_resized_crop, 0.0),
-                         auto_augment=train_only(k, cfg.auto_augment, "none"),
-                         jitter=train_only(k, (cfg.brightness, cfg.contrast), (0.0, 0.0)))
+                         auto_augment=train_only(k, cfg.auto_augment, "none"))
                  if v is not None else None) for k, v in loaders.items()}
     if cfg.mixup or cfg.cutmix:
         pipes["train"] = MixedBatches(pipes["train"], cfg.mixup, cfg.cutmix, source.num_classes, cfg.label_smoothing)
