@@ -13,7 +13,7 @@ from cifarlab.data.augment import resized_crop_batch
 from cifarlab.models import classifier_names, create_model
 from cifarlab.models.factory import attach_mlp_head
 from cifarlab.models.stages import split_at_stage
-from cifarlab.training.partial import TrunkLoader, view_names
+from cifarlab.training.trunk_cache import TrunkLoader, view_names
 from helpers import StopAt
 
 
@@ -61,6 +61,18 @@ def test_trunk_loader_shows_each_image_once_per_epoch_in_varying_views():
     assert torch.equal(next(back.ordered())[0], bits[0].float())
     back.channels_last = True
     assert next(back.ordered())[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_every_view_mode_shows_each_view_of_each_image_once_per_epoch():
+    n, views = 30, 2
+    x = np.stack([np.stack([np.arange(n), np.full(n, v)], 1) for v in range(views)]).astype(np.float32)  # (V, N, 2)
+    loader = TrunkLoader(x, np.arange(n), batch_size=6, train=True, seed=3, device="cpu", every_view=True)
+    assert loader.num_images == 60 and len(loader) == 10
+    batches = list(loader.epoch(1))
+    rows = torch.cat([b[0] for b in batches]).long()
+    assert sorted(map(tuple, rows.tolist())) == [(i, v) for i in range(n) for v in range(views)]
+    assert all(torch.equal(b[0][:, 0].long(), b[1]) for b in batches)   # labels follow their rows
+    assert not torch.equal(torch.cat([b[0] for b in loader.epoch(2)]), torch.cat([b[0] for b in batches]))
 
 
 def test_view_names_follow_the_config():

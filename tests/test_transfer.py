@@ -220,7 +220,7 @@ def _probe_cfg(cifar10_dir, tmp_path, **kw):
 
 
 def test_feature_key_depends_on_the_seed_only_through_random_weights(tmp_path):
-    from cifarlab.training.probe import feature_key
+    from cifarlab.training.trunk_cache import feature_key
     key = lambda **kw: feature_key(cifarlab.TrainConfig(model="resnet18", **kw), str(tmp_path), 32, {}, ("center",))
     assert key(pretrained=True, seed=0) == key(pretrained=True, seed=1)   # the same features for every seed
     assert key(seed=0) != key(seed=1)                                      # random weights differ per seed
@@ -254,6 +254,31 @@ def test_feature_cache_hit_miss_and_invalidation(cifar10_dir, tmp_path):
     assert torch.equal(best["conv1.weight"], src.state_dict()["conv1.weight"])
     assert not torch.equal(best["fc.weight"], src.state_dict()["fc.weight"])
     assert cifarlab.evaluate(tmp_path / "b")["top1"] == second.results["test"]["top1"]
+
+
+def test_a_single_file_probe_cache_is_read_and_rewritten(cifar10_dir, tmp_path, monkeypatch):
+    """A linear-probe cache in the single-file layout (train_x (V*N, D) with the views one after
+    another) is read instead of extracting again, rewritten as the folder layout, and trains the same."""
+    import numpy as np
+    import cifarlab.training.cached as cached
+    keys, real = [], cached.feature_key
+    monkeypatch.setattr(cached, "feature_key", lambda *a, **k: keys.append(real(*a, **k)) or keys[-1])
+    cfg = _probe_cfg(cifar10_dir, tmp_path, val_size=20, epochs=2)
+    first = cifarlab.train(cfg, run_dir=tmp_path / "a")
+    single, folder = tmp_path / "cache" / f"{keys[0]}.safetensors", tmp_path / "cache" / f"trunk-{keys[1]}"
+    x, y = np.load(folder / "train_x.npy"), np.load(folder / "train_y.npy")
+    assert x.shape[0] == 2 and first.results["feature_cache"]["views"] == ["center", "flip"]
+    save_file({"train_x": torch.from_numpy(x.reshape(-1, x.shape[-1])), "train_y": torch.from_numpy(np.tile(y, 2)),
+               "val_x": torch.from_numpy(np.load(folder / "val_x.npy")[0]),
+               "val_y": torch.from_numpy(np.load(folder / "val_y.npy"))}, single)
+    import shutil
+    shutil.rmtree(folder)
+    second = cifarlab.train(cfg, run_dir=tmp_path / "b")
+    assert second.results["feature_cache"]["hit"] and not single.exists() and (folder / "train_x.npy").is_file()
+    assert second.results["test"]["loss"] == first.results["test"]["loss"]
+    from cifarlab.training import load_weights
+    a, b = (load_weights(tmp_path / r / "checkpoint-best.safetensors") for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cached_and_uncached_probe_agree(cifar10_dir, tmp_path):

@@ -1,5 +1,7 @@
-"""A network cut at a stage boundary: a frozen *trunk* (stem + first stages) and the trainable
-*rest* (last stages + head), for partial fine-tuning on cached trunk outputs.
+"""A network cut in two: a frozen *trunk* and the trainable *rest*, for training on cached trunk
+outputs. :func:`split_at_stage` cuts at a stage boundary (partial fine-tuning: the rest is the last
+stages and the head); :func:`split_at_head` cuts before the classifier (a linear probe: the trunk
+gives pooled pre-logit features, the rest is the classifier alone).
 
 Most CNN families in timm compute ``forward_features`` as their top-level children in order, with
 the stages in a ``blocks`` / ``stages`` container (EfficientNet, MobileNet, ConvNeXt, RegNet) or as
@@ -59,8 +61,56 @@ class Rest(nn.Module):
 
     def model_keys(self) -> dict[str, str]:
         """``{key in this module's state dict: key in the model's}`` (matched by tensor identity)."""
-        owner = {id(t): k for k, t in self._model.state_dict(keep_vars=True).items()}
-        return {k: owner[id(t)] for k, t in self.state_dict(keep_vars=True).items()}
+        return _model_keys(self, self._model)
+
+
+def _model_keys(part: nn.Module, model: nn.Module) -> dict[str, str]:
+    owner = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    return {k: owner[id(t)] for k, t in part.state_dict(keep_vars=True).items()}
+
+
+class PooledFeatures(nn.Module):
+    """A linear probe's trunk: float (B, 3, H, W) images -> float (B, D) pooled pre-logit features,
+    ``model.forward_head(model.forward_features(x), pre_logits=True)`` (timm's interface)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+class Head(nn.Module):
+    """A linear probe's rest: the model's classifier alone, float (B, D) features -> logits (B, classes).
+    Its state-dict keys are ``classifier.*``; :meth:`model_keys` maps them to the model's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.classifier = model.get_classifier()
+        object.__setattr__(self, "_model", model)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.classifier(f)
+
+    def model_keys(self) -> dict[str, str]:
+        """``{key in this module's state dict: key in the model's}`` (matched by tensor identity)."""
+        return _model_keys(self, self._model)
+
+
+def split_at_head(model: nn.Module) -> tuple[PooledFeatures, Head]:
+    """``(trunk, rest)`` of a linear probe: ``rest(trunk(x))`` equals ``model(x)`` in evaluation mode.
+
+    Raises:
+        ConfigError: the model has no ``forward_head`` / ``get_classifier`` (timm's interface).
+    """
+    if not (hasattr(model, "forward_head") and hasattr(model, "get_classifier")):
+        raise ConfigError(f"a cached linear probe needs timm's forward_head and get_classifier; "
+                          f"{type(model).__name__} has not both. Use --set feature_cache=false.")
+    return PooledFeatures(model), Head(model)
 
 
 def split_at_stage(model: nn.Module, trainable_stages: int, side: int = 64) -> tuple[nn.Sequential, Rest]:

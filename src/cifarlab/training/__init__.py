@@ -11,10 +11,9 @@ from .loop import Trainer
 from .state import FitResult, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, TrainState
 from .lr_find import lr_range_test, suggest
 from .optim import ConvMuon, Schedule, build_optimizers, lr_multiplier, param_groups
-from .probe import fit_linear_probe
-from .partial import fit_partial
+from .cached import fit_cached
 from . import distributed
 
 __all__ = ["fit", "fit_strategy", "Fitted", "caches_trunk", "check_distributable", "projected_passes", "FitResult", "Trainer", "TrainState", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "CheckpointError", "ResumePoint", "load_resume_point",
            "save_checkpoint", "load_weights", "load_model_checkpoint", "load_train_state", "read_checkpoint_metadata", "stamp_checkpoint", "ConvMuon", "Schedule", "build_optimizers",
-           "lr_multiplier", "param_groups", "lr_range_test", "suggest", "fit_linear_probe", "fit_partial", "distributed"]
+           "lr_multiplier", "param_groups", "lr_range_test", "suggest", "fit_cached", "distributed"]

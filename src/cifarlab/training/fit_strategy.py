@@ -1,5 +1,5 @@
 """Training as the config's strategy says: :func:`fit_strategy` runs :func:`~.fit.fit` on the images,
-or on cached trunk outputs for a linear probe (:mod:`.probe`) or a partial fine-tune (:mod:`.partial`)."""
+or on cached trunk outputs for a linear probe or a partial fine-tune (:func:`~.cached.fit_cached`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,9 +8,8 @@ import torch
 
 from ..config import TrainConfig
 from ..runs import RunDir
+from .cached import fit_cached
 from .fit import fit
-from .partial import fit_partial
-from .probe import fit_linear_probe
 from .state import FitResult
 from .strategy import caches_trunk
 
@@ -43,6 +42,4 @@ def fit_strategy(model: torch.nn.Module, pipes: dict, cfg: TrainConfig, run: Run
     kw = dict(resume=resume, resume_weights=resume_weights, callbacks=callbacks)
     if not caches_trunk(cfg):
         return Fitted(fit(model, pipes["train"], cfg, run, device, val_fn=val_fn, dist_env=dist_env, ctx=ctx, **kw))
-    if cfg.strategy == "partial-fine-tune":
-        return Fitted(*fit_partial(model, pipes, cfg, run, device, location, ctx, score_fn, **kw))
-    return Fitted(*fit_linear_probe(model, pipes, cfg, run, device, location, ctx, score_fn, **kw))
+    return Fitted(*fit_cached(model, pipes, cfg, run, device, location, ctx, score_fn, **kw))

@@ -8,7 +8,7 @@ fine-tune       the classifier alone for ``freeze_epochs``, then everything, wit
                 learning rates (``layer_decay`` per layer group below the head), as fastai's
                 ``fine_tune`` (Howard & Ruder 2018, arXiv:1801.06146)
 partial-fine-   as fine-tune, for the stages after a frozen, cached trunk (the model given is
-tune            the rest, :class:`cifarlab.models.stages.Rest`; see :mod:`.partial`)
+tune            the rest, :class:`cifarlab.models.stages.Rest`; see :mod:`.cached`)
 ==============  ============================================================================
 
 The phase is a function of the optimizer step, so a resumed run freezes and unfreezes exactly
