@@ -13,7 +13,7 @@ Notebook use::
     clf = cifarlab.load("runs/<name>")        # or a checkpoint .safetensors alone
     clf.predict("cat.jpg")                    # [("cat", 0.93), ...], calibrated when the run was
 
-A :class:`Run` works wherever a run directory's path does.
+A `Run` works wherever a run directory's path does.
 """
 from .config import ConfigError, TrainConfig
 from .recipes import RECIPES, recipe_config, resolve_config

@@ -1,7 +1,7 @@
 """The run configuration: one dataclass, YAML in and out, CLI-style overrides, validation.
 
 Deliberately free of torch imports so that reading or validating a config is instant.
-Every field has a default; :mod:`cifarlab.recipes` supplies the tuned values per dataset.
+Every field has a default; `cifarlab.recipes` supplies the tuned values per dataset.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ class TrainConfig:
         return out
 
     def validate(self) -> "TrainConfig":
-        """Check ranges and choices; raise :class:`ConfigError` naming the field and the fix."""
+        """Check ranges and choices; raise `ConfigError` naming the field and the fix."""
         def need(cond, msg):
             if not cond:
                 raise ConfigError(msg)
@@ -259,14 +259,14 @@ class TrainConfig:
     @classmethod
     def load_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
         """Read a complete YAML config on top of the dataclass defaults (a run's ``config.yaml``).
-        To layer a file over a recipe, use :func:`cifarlab.recipes.resolve_config` with
-        :func:`read_config_file`. Raises :class:`ConfigError` for a missing file, bad YAML or keys."""
+        To layer a file over a recipe, use `cifarlab.recipes.resolve_config` with
+        `read_config_file`. Raises `ConfigError` for a missing file, bad YAML or keys."""
         return cls.from_dict(read_config_file(path), source=str(path))
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
-    """The key: value mapping of a YAML config file, as written (its callers, :meth:`TrainConfig.load_yaml`
-    and :func:`cifarlab.recipes.resolve_config`, check the keys and values, naming the file).
+    """The key: value mapping of a YAML config file, as written (its callers, `TrainConfig.load_yaml`
+    and `cifarlab.recipes.resolve_config`, check the keys and values, naming the file).
 
     Raises:
         ConfigError: missing or unreadable file, not YAML, not a mapping.
@@ -310,7 +310,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """Turn ``["epochs=10", "lr=0.1"]`` into a dict; raise :class:`ConfigError` on a bad pair."""
+    """Turn ``["epochs=10", "lr=0.1"]`` into a dict; raise `ConfigError` on a bad pair."""
     out = {}
     for pair in pairs:
         if "=" not in pair:

@@ -1,6 +1,6 @@
-"""The documentation of every :class:`~cifarlab.config.TrainConfig` key, read from the comments of its
+"""The documentation of every `TrainConfig` key, read from the comments of its
 field definitions (one source: the help of ``cifarlab train --help`` and ``cifarlab config keys``
-cannot drift from the config). Free of torch, like :mod:`cifarlab.config`."""
+cannot drift from the config). Free of torch, like `cifarlab.config`."""
 from __future__ import annotations
 
 import functools
@@ -27,7 +27,7 @@ class KeyDoc:
 
 @functools.lru_cache(maxsize=1)
 def config_keys() -> tuple[KeyDoc, ...]:
-    """Every :class:`TrainConfig` key in definition order, with the help its source comment gives
+    """Every `TrainConfig` key in definition order, with the help its source comment gives
     (read from the source once per process: the parser asks for it several times).
 
     Raises:

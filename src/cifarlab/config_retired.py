@@ -1,4 +1,4 @@
-"""Config keys that a saved ``config.yaml`` may hold and :class:`~cifarlab.config.TrainConfig` does not.
+"""Config keys that a saved ``config.yaml`` may hold and `TrainConfig` does not.
 
 Such a key is accepted at its "off" value, which every saved config holds and which changes nothing,
 and refused at any other: ignoring the value would train another run than the file describes.
@@ -17,7 +17,7 @@ def check_retired(key: str, value, source: str, error: type[Exception]) -> None:
     """Return when ``value`` is the retired ``key``'s "off" value (0).
 
     Raises:
-        error: (``ConfigError``, passed by :mod:`cifarlab.config`) any other value, in one line naming the
+        error: (``ConfigError``, passed by `cifarlab.config`) any other value, in one line naming the
             key, why it is retired and what to use instead.
     """
     try:

@@ -2,15 +2,15 @@
 a half-written or mixed-up one.
 
 Every file cifarlab writes (checkpoints, training states, results, predictions, configs, stores,
-shards) goes through :func:`atomic_write`: written to a temporary name in the same folder, flushed
+shards) goes through `atomic_write`: written to a temporary name in the same folder, flushed
 to disk (``fsync``), optionally read back and checked, then renamed over the real name, and the
 folder's entry fsynced too. A reader therefore sees the old file or the new one, never a mixture,
 even after SIGKILL or a power cut (the pattern of SQLite's and safetensors' own writers; POSIX
 ``rename(2)`` is atomic within one file system).
 
 A write that fails because the disk is full, a quota is reached, or the folder is read-only raises
-:class:`StorageError`, which names the path, the bytes the write needed and the bytes free.
-:func:`lock_folder` keeps a second process out of a run or suite directory in use.
+`StorageError`, which names the path, the bytes the write needed and the bytes free.
+`lock_folder` keeps a second process out of a run or suite directory in use.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Callable
 
 TEMP_MARK = ".tmp-"
-"""Temporary files are named ``.{name}.tmp-XXXX``; :func:`remove_stale_temps` clears them after a crash."""
+"""Temporary files are named ``.{name}.tmp-XXXX``; `remove_stale_temps` clears them after a crash."""
 
 LOCK_FILE = ".lock"
-"""Held by the process using a run or suite directory (:func:`lock_folder`)."""
+"""Held by the process using a run or suite directory (`lock_folder`)."""
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -47,7 +47,7 @@ class StorageError(RuntimeError):
 
 
 class FolderInUse(RuntimeError):
-    """Another live process holds a folder's lock (:func:`lock_folder`); the message names it."""
+    """Another live process holds a folder's lock (`lock_folder`); the message names it."""
 
 
 def free_bytes(path: Path | str) -> int | None:
@@ -71,7 +71,7 @@ def _size(n: int | None) -> str:
 
 
 def storage_error(e: OSError, path: Path | str, needed: int | None = None) -> StorageError | OSError:
-    """The :class:`StorageError` for an ``OSError`` from writing ``path``, or ``e`` itself when it
+    """The `StorageError` for an ``OSError`` from writing ``path``, or ``e`` itself when it
     is another kind of failure."""
     if e.errno in OUT_OF_SPACE:
         free = free_bytes(path)
@@ -109,7 +109,8 @@ def atomic_write(path: Path | str, writer: Callable[[str], None], needed: int | 
 
     Raises:
         StorageError: disk full / quota / read-only / permission denied (nothing replaced).
-        Whatever ``writer`` or ``verify`` raise (the temporary file is removed, ``path`` untouched).
+        Exception: whatever ``writer`` or ``verify`` raise (the temporary file is removed, ``path``
+            untouched).
     """
     path = Path(path)
     try:
@@ -146,14 +147,14 @@ def _os_error(e: BaseException) -> OSError | None:
 
 
 def write_text(path: Path | str, text: str) -> Path:
-    """:func:`atomic_write` of a UTF-8 text file."""
+    """`atomic_write` of a UTF-8 text file."""
     data = text.encode()
     return atomic_write(path, lambda p: Path(p).write_bytes(data), needed=len(data))
 
 
 def append_line(path: Path | str, line: str) -> None:
     """Append one line and fsync (an append of a whole line is what a crash can cut; readers skip
-    a last line without its newline). Raises :class:`StorageError` as :func:`atomic_write`."""
+    a last line without its newline). Raises `StorageError` as `atomic_write`."""
     data = (line.rstrip("\n") + "\n").encode()
     try:
         with open(path, "ab") as f:

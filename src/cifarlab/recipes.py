@@ -1,15 +1,15 @@
 """Tuned default recipes, one per dataset: every hyperparameter in one place, each with its reason,
-and THE config resolution every entry point uses (:func:`resolve_config`).
+and THE config resolution every entry point uses (`resolve_config`).
 
 ``cifarlab train --dataset cifar10`` with no other flag uses ``RECIPES["cifar10"]``. Values not
-named here take :class:`cifarlab.config.TrainConfig`'s defaults. The measured results of these
+named here take `cifarlab.config.TrainConfig`'s defaults. The measured results of these
 recipes are in BENCHMARKS.md.
 
 Precedence, lowest first (timm's ``train.py`` habit: YAML sets defaults, flags override them):
 
-1. :class:`~cifarlab.config.TrainConfig`'s built-in defaults;
-2. the recipe of the dataset and model (:func:`recipe_config`), or the named recipe that the
-   upper levels' ``recipe`` key chooses (:data:`NAMED_RECIPES`);
+1. `TrainConfig`'s built-in defaults;
+2. the recipe of the dataset and model (`recipe_config`), or the named recipe that the
+   upper levels' ``recipe`` key chooses (`NAMED_RECIPES`);
 3. a config file's values: *every* key the file holds, default-valued or not, so a run's saved
    ``config.yaml`` reproduces that run exactly;
 4. overrides: command-line flags and ``--set key=value`` (the CLI), keyword arguments (the
@@ -125,7 +125,7 @@ NAMED_RECIPES: dict[str, dict] = {
 
 
 def named_recipe(name: str) -> dict:
-    """The entry of :data:`NAMED_RECIPES` called ``name``.
+    """The entry of `NAMED_RECIPES` called ``name``.
 
     Raises:
         ConfigError: no such recipe (close names and the full list given).
@@ -185,12 +185,12 @@ def keras_to_timm(name: str) -> str:
 
 
 def recipe_config(dataset: str, model: str | None = None, recipe: str | None = None) -> TrainConfig:
-    """The tuned :class:`TrainConfig` for ``dataset`` and ``model`` (levels 1 and 2 of the precedence).
+    """The tuned `TrainConfig` for ``dataset`` and ``model`` (levels 1 and 2 of the precedence).
 
     The dataset's speed recipe when ``model`` is None or one of the airbench nets (the recipe's own
-    model kept unless ``model`` names the other); :data:`GENERIC` for every other model. Image
+    model kept unless ``model`` names the other); `GENERIC` for every other model. Image
     folders, stores and shards get the CIFAR-10 speed recipe (a sound start for small images).
-    ``recipe`` names an entry of :data:`NAMED_RECIPES`, whose values then replace the speed recipe's.
+    ``recipe`` names an entry of `NAMED_RECIPES`, whose values then replace the speed recipe's.
 
     Raises:
         ConfigError: an unknown dataset string or recipe name; a named recipe made for another
@@ -230,7 +230,7 @@ def resolve_config(file_values: dict | str | os.PathLike | None = None, override
         source: how ``file_values`` is named in error messages (a path is named by itself).
 
     Returns:
-        The validated :class:`TrainConfig`.
+        The validated `TrainConfig`.
 
     Raises:
         ConfigError: unknown keys (close matches named), bad values, unreadable file.

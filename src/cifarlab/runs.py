@@ -3,7 +3,7 @@
 A complete run directory ``runs/<name>/`` holds:
 
 ========================================  =====================================================
-``config.yaml``                           the resolved :class:`~cifarlab.config.TrainConfig`
+``config.yaml``                           the resolved `TrainConfig`
 ``metrics.jsonl``                         one JSON object per epoch (see ``train.loop``)
 ``events.out.tfevents.*``                 TensorBoard scalars
 ``checkpoint-{best,last}.safetensors``    weights
@@ -17,8 +17,8 @@ A complete run directory ``runs/<name>/`` holds:
 ========================================  =====================================================
 
 Every file name is a constant of this module and ``results.json`` has one schema,
-:class:`Results`; the rest of cifarlab writes and reads them through here. Every write is atomic
-(:mod:`cifarlab.files`), and one process at a time uses a directory (:meth:`RunDir.lock`).
+`Results`; the rest of cifarlab writes and reads them through here. Every write is atomic
+(`cifarlab.files`), and one process at a time uses a directory (`RunDir.lock`).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Results:
     """The schema of ``results.json``: what a finished run reports.
 
     Units: accuracies in %, losses in nats per image, seconds, bytes, images/s. ``test`` holds
-    :func:`cifarlab.evaluation.classification_metrics`' keys (top1, top5, loss, ece, per-class,
+    `cifarlab.evaluation.classification_metrics`' keys (top1, top5, loss, ece, per-class,
     confusion, superclass_top1 for CIFAR-100).
     """
     dataset: str
@@ -141,7 +141,7 @@ def generate_run_name(cfg: TrainConfig) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (:func:`cifarlab.files.write_text`; raises its :class:`StorageError`)."""
+    """Write JSON atomically (`cifarlab.files.write_text`; raises its `StorageError`)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False))
 
 
@@ -153,7 +153,7 @@ class RunDir:
 
     # ---- creation
     def create(self) -> "RunDir":
-        """Make the folder (and parents). Raises :class:`RunDirError` if it cannot be written."""
+        """Make the folder (and parents). Raises `RunDirError` if it cannot be written."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -183,7 +183,7 @@ class RunDir:
         return any(self.train_state(n).is_file() for n in ("last", "prev")) or self.file(RESULTS_FILE).is_file()
 
     def lock(self, what: str = "train"):
-        """:func:`lock_folder` on this directory (a context manager)."""
+        """`lock_folder` on this directory (a context manager)."""
         return lock_folder(self.path, what)
 
     def save_config(self, cfg: TrainConfig) -> None:
@@ -226,7 +226,7 @@ class RunDir:
         self.write_json(RESULTS_FILE, results.to_dict())
 
     def read_results(self) -> dict:
-        """``results.json`` as a dict (the keys of :class:`Results`; older runs may lack some)."""
+        """``results.json`` as a dict (the keys of `Results`; older runs may lack some)."""
         return self.read_json(RESULTS_FILE)
 
     def set_status(self, status: str, **extra) -> None:
@@ -245,7 +245,7 @@ class RunDir:
         return not self.missing_files() and self.status() == "complete"
 
     def require_complete(self) -> None:
-        """Raise :class:`RunDirError` naming what is missing from an unfinished run."""
+        """Raise `RunDirError` naming what is missing from an unfinished run."""
         if not self.path.is_dir():
             raise RunDirError(f"Run directory {self.path} does not exist.")
         missing = self.missing_files()

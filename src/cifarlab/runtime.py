@@ -2,7 +2,7 @@
 and the allocator tuning. Each is decided here once and passed down (nanoGPT's ``ctx``, timm's
 ``amp_autocast``); nothing below the workflow layer chooses a device or an autocast mode itself.
 
-Allocator tuning (:func:`tune_malloc`): keep freed activation memory inside the process (glibc)
+Allocator tuning (`tune_malloc`): keep freed activation memory inside the process (glibc)
 instead of returning it every step.
 
 Why: a training step allocates and frees activation buffers of hundreds of MB. glibc serves
@@ -84,7 +84,7 @@ def physical_cores() -> int:
 def default_threads(requested: int | None) -> int | None:
     """The intra-op thread count a run sets: ``requested`` when given; else None (torch's setting
     kept) or, where fewer physical cores are open to this process than torch's setting (a container
-    cpuset, ``taskset``), :func:`physical_cores`. Torch's own default is already one thread per
+    cpuset, ``taskset``), `physical_cores`. Torch's own default is already one thread per
     physical core of the machine (c10's ``TaskThreadPoolBase::defaultNumThreads``), but it counts the
     whole machine, not the CPUs this process may run on."""
     if requested:
@@ -94,7 +94,7 @@ def default_threads(requested: int | None) -> int | None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Raises :class:`ConfigError` for an absent GPU."""
+    """``auto`` -> CUDA when available, else CPU. Raises `ConfigError` for an absent GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -135,7 +135,7 @@ def cpu_native_bf16() -> str | None:
 
 @dataclass(frozen=True)
 class Precision:
-    """The numeric format a run computes in, resolved for its device by :func:`resolve_precision`.
+    """The numeric format a run computes in, resolved for its device by `resolve_precision`.
     Calling it gives a fresh precision context for one ``with`` block (the ``ctx`` factory that the
     training and evaluation code take).
 
@@ -161,13 +161,13 @@ class Precision:
 
 
 def matmul_dtype_of(ctx) -> torch.dtype:
-    """Muon's orthogonalisation dtype under a precision-context factory: a :class:`Precision`'s
+    """Muon's orthogonalisation dtype under a precision-context factory: a `Precision`'s
     ``matmul_dtype``; bf16 (airbench94_muon's) for any other factory."""
     return ctx.matmul_dtype if isinstance(ctx, Precision) else torch.bfloat16
 
 
 def grad_scaler_for(ctx, summed_batch: int = 1):
-    """A ``torch.amp.GradScaler`` for a :class:`Precision` that needs one (fp16), else None.
+    """A ``torch.amp.GradScaler`` for a `Precision` that needs one (fp16), else None.
 
     ``summed_batch``: the images whose losses are summed, not averaged, into one step's loss (1 for a
     mean). torch's initial scale, 2**16, suits a mean; a sum's gradients are that many times larger,
@@ -185,7 +185,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
 
     auto: on CUDA, bf16 where the GPU has it natively (``torch.cuda.is_bf16_supported(including_emulation=
     False)``: Ampere and newer), else fp16 with a gradient scaler (T4, V100: the usual mixed precision
-    there); on a CPU, bf16 where :func:`cpu_native_bf16` finds the flag, else fp32; elsewhere fp32.
+    there); on a CPU, bf16 where `cpu_native_bf16` finds the flag, else fp32; elsewhere fp32.
 
     Raises:
         ConfigError: an unknown name, or fp16 off CUDA (it needs CUDA's fp16 kernels and scaler).
@@ -235,7 +235,7 @@ CUDA_FAILURES = ("no kernel image", "CUDA error", "cuDNN", "CUDNN_STATUS", "CUBL
 
 
 def device_failure(e: BaseException, device: torch.device) -> DeviceError | None:
-    """The :class:`DeviceError` that ``e`` (raised by a step on ``device``) stands for, or None when it
+    """The `DeviceError` that ``e`` (raised by a step on ``device``) stands for, or None when it
     is not a CUDA/cuDNN failure (out-of-memory errors are not: they have their own message)."""
     text = str(e)
     if device.type != "cuda" or "out of memory" in text or not any(m in text for m in CUDA_FAILURES):

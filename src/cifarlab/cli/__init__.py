@@ -1,8 +1,8 @@
-"""The ``cifarlab`` command: thin argument parsing over :mod:`cifarlab.workflow`.
+"""The ``cifarlab`` command: thin argument parsing over `cifarlab.workflow`.
 
-:mod:`.parser` builds the parser (the config flags' help generated from the config's
-documentation), :mod:`.main` runs a command and turns the project's errors into one-line messages
-and exit statuses, :mod:`.commands` and :mod:`.data_commands` hold the handlers after training.
+`.parser` builds the parser (the config flags' help generated from the config's
+documentation), `.main` runs a command and turns the project's errors into one-line messages
+and exit statuses, `.commands` and `.data_commands` hold the handlers after training.
 """
 from .main import main
 from .parser import build_parser

@@ -1,5 +1,5 @@
 """The analysis and data commands' parsers and handlers: compare, ensemble, report, predict,
-export and data. Each handler parses nothing and calls one :mod:`cifarlab.workflow` function."""
+export and data. Each handler parses nothing and calls one `cifarlab.workflow` function."""
 from __future__ import annotations
 
 import sys

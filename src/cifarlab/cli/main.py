@@ -1,8 +1,8 @@
 """``cifarlab``'s entry point: run one command, report errors.
 
-The project's own error types (:data:`cifarlab.workflow.errors.USER_ERRORS`: bad config, data, run
+The project's own error types (`cifarlab.workflow.errors.USER_ERRORS`: bad config, data, run
 directory, model, divergence, disk, memory...) are printed as one line and exit with the status of
-:data:`~cifarlab.workflow.errors.EXIT_CODES` (2 bad input, 3 diverged, 4 disk/memory); Ctrl-C exits
+`EXIT_CODES` (2 bad input, 3 diverged, 4 disk/memory); Ctrl-C exits
 with 130 after saving. Anything else is a bug in cifarlab: its traceback is shown with a request
 to report it, exit status 1. ``--debug`` shows the traceback of every error; ``-q`` hides bars,
 epoch lines and warnings; ``-v`` adds the resolved config.

@@ -1,5 +1,5 @@
 """The ``cifarlab`` argument parser. The help of every config flag is generated from
-:class:`~cifarlab.config.TrainConfig`'s field documentation (:mod:`cifarlab.config_help`), so the
+`TrainConfig`'s field documentation (`cifarlab.config_help`), so the
 help and the config cannot drift; keys without a flag are listed under ``train --help`` and by
 ``cifarlab config keys``. Imports no torch: ``cifarlab --help`` answers at once."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ import sys
 
 
 def print_predictions(res: dict, fmt: str) -> None:
-    """``res`` from :func:`cifarlab.workflow.predict_images`, in ``fmt`` text | csv | json."""
+    """``res`` from `cifarlab.workflow.predict_images`, in ``fmt`` text | csv | json."""
     if fmt == "json":
         print(json.dumps(res, indent=2))
         return

@@ -1,8 +1,8 @@
 """Data: dataset sources (CIFAR, image folders, stores, shards), the restricted unpickler, splits,
 the on-device loader and batched augmentation, and the resizing pipeline.
 
-Knows nothing about models or training. Entry points: :func:`open_source` (the dataset string ->
-a :class:`DataSource` that gives loaders) and :func:`load_dataset` (the splits as arrays).
+Knows nothing about models or training. Entry points: `open_source` (the dataset string ->
+a `DataSource` that gives loaders) and `load_dataset` (the splits as arrays).
 """
 from .cifar import SPECS, ChecksumWarning, DataError, Dataset, ImageArrays, default_data_dir, load_cifar
 from .loader import DeviceLoader, batches_per_epoch, channel_stats, epoch_generator
@@ -16,7 +16,7 @@ DATASETS = tuple(SPECS)
 
 def load_dataset(name: str, data_dir=None, download: bool = True, size: int = 32, policy: str = "center-crop",
                  progress: bool = True) -> Dataset:
-    """The splits of dataset ``name`` as uint8 arrays in memory (see :func:`open_source`).
+    """The splits of dataset ``name`` as uint8 arrays in memory (see `open_source`).
 
     Raises:
         DataError: unknown name, shards (never held in memory), missing or inconsistent data.

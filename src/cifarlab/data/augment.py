@@ -82,7 +82,7 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
     one pixel up-left and down-right (reflect padding), 1/8 each, 6 views; 3: the same with all four
     diagonal one-pixel shifts (level 2's two, then down-left and up-right), 1/16 each, 10 views
     (level 2's shifts made symmetric). The weights sum to 1; ``len()`` is the number of
-    forward passes per image (:func:`tta_view_count`).
+    forward passes per image (`tta_view_count`).
     """
     views = [(1.0, x)] if level == 0 else [(0.5, x), (0.5, x.flip(-1))]
     if level >= 2:
@@ -96,9 +96,9 @@ def tta_views(x: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
 
 
 def tta_view_count(level: int, fraction: float = 1.0) -> float:
-    """Forward passes per image at TTA ``level`` (1, 2, 6 or 10: what :func:`tta_views` returns), or
+    """Forward passes per image at TTA ``level`` (1, 2, 6 or 10: what `tta_views` returns), or
     on average ``1 + (views - 1) * fraction`` under selective TTA
-    (:func:`cifarlab.evaluation.metrics.selective_tta_logits`)."""
+    (`cifarlab.evaluation.metrics.selective_tta_logits`)."""
     return 1 + (len(tta_views(torch.zeros(1, 1, 2, 2), level)) - 1) * min(fraction, 1.0)
 
 
@@ -137,7 +137,7 @@ def mix_images(x: torch.Tensor, mixup: float, cutmix: float) -> tuple[torch.Tens
 
     Returns:
         (mixed batch, lam): lam in [0, 1] is the share of each image's own pixels (for CutMix, the
-        exact share of the box actually pasted); use :func:`mixed_targets` with it.
+        exact share of the box actually pasted); use `mixed_targets` with it.
     """
     use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
     alpha = cutmix if use_cutmix else mixup
@@ -156,7 +156,7 @@ def mix_images(x: torch.Tensor, mixup: float, cutmix: float) -> tuple[torch.Tens
 
 
 def mixed_targets(y: torch.Tensor, lam: float, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """Soft targets of a batch from :func:`mix_images`: float (N, num_classes), each row
+    """Soft targets of a batch from `mix_images`: float (N, num_classes), each row
     ``lam * t(y) + (1 - lam) * t(y reversed)`` with label-smoothed one-hot ``t`` (off-class mass
     ``smoothing / num_classes``, as timm and ``F.cross_entropy`` spread it)."""
     t = torch.full((len(y), num_classes), smoothing / num_classes, device=y.device)

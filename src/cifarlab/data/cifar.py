@@ -1,7 +1,7 @@
 """CIFAR-10 and CIFAR-100 in the official python formats: find, download, verify, load.
 
 Source of the format, URLs and md5 sums: https://www.cs.toronto.edu/~kriz/cifar.html (the same
-sums torchvision checks). Files are read with :mod:`cifarlab.data.safe_pickle`, never ``pickle.load``.
+sums torchvision checks). Files are read with `cifarlab.data.safe_pickle`, never ``pickle.load``.
 """
 from __future__ import annotations
 
@@ -189,15 +189,15 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, download: b
     Args:
         name: ``"cifar10"`` or ``"cifar100"``.
         data_dir: folder holding ``cifar-10-batches-py/`` / ``cifar-100-python/`` (or that folder
-            itself). Default :func:`default_data_dir`.
+            itself). Default `default_data_dir`.
         download: when the folder is missing, fetch and verify the official tarball.
 
     Returns:
-        :class:`Dataset` with uint8 images (N, 3, 32, 32); for CIFAR-100 also coarse labels.
+        `Dataset` with uint8 images (N, 3, 32, 32); for CIFAR-100 also coarse labels.
 
     Raises:
         DataError: folder missing (offline), file truncated/corrupt, foreign pickle global,
-            inconsistent shapes/labels. Warns :class:`ChecksumWarning` naming files whose md5
+            inconsistent shapes/labels. Warns `ChecksumWarning` naming files whose md5
             differs from the official release.
     """
     if name not in SPECS:

@@ -1,10 +1,10 @@
 """Image folders: ``ROOT/{train,test[,val]}/<class>/<image>``, decoded once into a packed store.
 
 Classes are the sorted folder names of ``train/``; ``test/`` (and ``val/``) must have the same
-ones. Files with an image extension (:data:`~cifarlab.data.images.IMAGE_EXTENSIONS`) are decoded in
+ones. Files with an image extension (`IMAGE_EXTENSIONS`) are decoded in
 any mode to RGB and brought to ``size`` x ``size`` by the resize policy; unreadable or corrupt ones
 are skipped and listed; other files are ignored and counted. Decoding runs in a process pool over
-all cores with a progress bar, and the result is a packed store (:mod:`cifarlab.data.store`) in the
+all cores with a progress bar, and the result is a packed store (`cifarlab.data.store`) in the
 cache folder, reused while the folder's listing (paths, sizes, mtimes) is unchanged.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def pack_folder(root: Path, out: Path, size: int = 32, policy: str = "center-cro
     """Decode an image folder into a packed store at ``out``; returns the store's manifest.
 
     Raises:
-        DataError: see :func:`scan_folder`; also when every image of a class failed to decode.
+        DataError: see `scan_folder`; also when every image of a class failed to decode.
     """
     root = Path(root).resolve()
     scan = scan or scan_folder(root)  # a caller that already listed the folder passes its scan
@@ -178,7 +178,7 @@ def store_path_for(root: Path, size: int, policy: str) -> Path:
 
 def load_image_folder(root, size: int = 32, policy: str = "center-crop", store: Path | None = None,
                       progress: bool = True) -> Dataset:
-    """Open ``root`` as a :class:`Dataset` via its packed store, packing it first when missing or stale."""
+    """Open ``root`` as a `Dataset` via its packed store, packing it first when missing or stale."""
     root = Path(root)
     scan = scan_folder(root)  # the clear errors come before any packing
     out = Path(store) if store else store_path_for(root, size, policy)

@@ -9,7 +9,7 @@ Used by ``cifarlab predict`` (and image folders). Policies for reaching the targ
 
 Images from strangers: the EXIF orientation is applied (a phone's portrait JPEG comes out upright,
 as a viewer shows it); animated GIF/WebP/PNG give their first frame; the format is read from the
-bytes, not the extension; an image over :data:`MAX_PIXELS` (a decompression bomb: a small file that
+bytes, not the extension; an image over `MAX_PIXELS` (a decompression bomb: a small file that
 claims 40 000 x 40 000 pixels) is refused from its header, before any pixel is decoded; and an
 extreme aspect ratio is resized from its central region only, so no step holds more than one
 decoded frame plus a ``size``-sided result.
@@ -85,7 +85,7 @@ def load_image(path: str | os.PathLike, size: int = 32, policy: str = "center-cr
     """Decode ``path`` to uint8 (3, size, size) RGB.
 
     Raises:
-        ImageDecodeError: not an image, truncated or corrupt, unreadable, or over :data:`MAX_PIXELS`.
+        ImageDecodeError: not an image, truncated or corrupt, unreadable, or over `MAX_PIXELS`.
     """
     import warnings
 

@@ -22,7 +22,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator of one epoch's random draws (seeded by :func:`epoch_seed`). Shared by every
+    """The CPU generator of one epoch's random draws (seeded by `epoch_seed`). Shared by every
     loader with this interface (images in memory, shards, cached features)."""
     return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
@@ -47,7 +47,7 @@ class DeviceLoader:
         rank, world: in distributed training, each training batch is this rank's 1/world slice of
             the global batch (``batch_size`` images); evaluation batches are whole on every rank.
 
-    Yields (from :meth:`epoch`): ``(x, y)`` with x float32 (B, 3, H, W) normalized and y int64 (B,).
+    Yields (from `epoch`): ``(x, y)`` with x float32 (B, 3, H, W) normalized and y int64 (B,).
     Memory: N*3*(H+2t)*(W+2t) bytes for the padded uint8 copy, nothing per epoch beyond indices.
     """
 

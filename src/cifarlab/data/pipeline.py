@@ -1,5 +1,5 @@
 """Batches as the model sees them: resized on the device to the epoch's side, in the memory format
-the model runs in. Wraps any loader with :class:`~cifarlab.data.loader.DeviceLoader`'s interface
+the model runs in. Wraps any loader with `DeviceLoader`'s interface
 (images in memory, shards)."""
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ class Batches:
     progressive schedule allowed) and made channels_last when asked.
 
     Yields ``(x, y)``: x float32 (B, 3, S, S) normalized, S the epoch's side; y int64 (B,).
-    Evaluation (:meth:`ordered`) uses the schedule's final side.
+    Evaluation (`ordered`) uses the schedule's final side.
 
     Training batches only: ``auto_augment="trivialaugment"`` applies
-    :func:`~cifarlab.data.autoaugment.trivial_augment_batch` at the data's side (before resizing);
+    `trivial_augment_batch` at the data's side (before resizing);
     ``random_resized_crop`` > 0 makes each image a random box of at least that area fraction resized
-    to S (:func:`~cifarlab.data.augment.resized_crop_batch`, one bilinear sampling instead of the
+    to S (`resized_crop_batch`, one bilinear sampling instead of the
     plain resize). Their draws are seeded by (seed, epoch, batch), so a resumed epoch replays.
 
     ``downsize="crop"`` gives a side S below the data's by cropping instead of resizing: training
@@ -100,11 +100,11 @@ class Batches:
 
 
 class MixedBatches:
-    """Training batches mixed by mixup and/or CutMix (:func:`~cifarlab.data.augment.mix_images`), with
+    """Training batches mixed by mixup and/or CutMix (`mix_images`), with
     soft targets: yields ``(x, t)``, x float (B, 3, S, S) mixed, t float32 (B, num_classes) summing to 1
-    per row, label smoothing included (:func:`~cifarlab.data.augment.mixed_targets`), so the loss takes
+    per row, label smoothing included (`mixed_targets`), so the loss takes
     ``t`` as it is. Draws from torch's global generator at each batch, so a resumed run mixes the same
-    way. Evaluation (:meth:`ordered`) is the wrapped batches', unmixed."""
+    way. Evaluation (`ordered`) is the wrapped batches', unmixed."""
 
     def __init__(self, batches: Batches, mixup: float, cutmix: float, num_classes: int, smoothing: float):
         self.batches, self.mixup, self.cutmix = batches, mixup, cutmix

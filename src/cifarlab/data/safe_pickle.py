@@ -1,8 +1,8 @@
 """A restricted unpickler for the official CIFAR files, which are untrusted pickles.
 
 The CIFAR python releases are Python 2 pickles of dicts holding lists, byte strings and numpy
-arrays. Unpickling them with :func:`pickle.load` would let a crafted file run arbitrary code
-(any global can be named and called). :class:`RestrictedUnpickler` resolves only the handful of
+arrays. Unpickling them with `pickle.load` would let a crafted file run arbitrary code
+(any global can be named and called). `RestrictedUnpickler` resolves only the handful of
 globals that numpy array reconstruction needs and refuses everything else.
 """
 from __future__ import annotations
@@ -53,5 +53,5 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_loads(data: bytes, encoding: str = "bytes"):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler` (``encoding='bytes'`` for Python 2 files)."""
+    """Unpickle ``data`` with `RestrictedUnpickler` (``encoding='bytes'`` for Python 2 files)."""
     return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()

@@ -5,9 +5,9 @@ For data larger than memory. ``cifarlab data shard SOURCE OUT --shard-size N`` w
 image + ``KEY.cls`` class index; KEY is the image's index in its split) and ``OUT/dataset.json``
 (classes, images per split, per-channel mean/std of the training images, shard lists).
 
-:class:`ShardLoader` streams a split with the ``webdataset`` library in worker processes (decoding
+`ShardLoader` streams a split with the ``webdataset`` library in worker processes (decoding
 there), re-batches in the main process, and applies on the training device exactly the
-augmentations of the in-memory :class:`~cifarlab.data.loader.DeviceLoader` (flip, translate with
+augmentations of the in-memory `DeviceLoader` (flip, translate with
 reflect padding, cutout, normalization), with every random draw from the per-epoch generator.
 Differences from the in-memory path: the order within an epoch comes from shard shuffling and a
 shuffle buffer (not a global permutation), so a mid-epoch resume restarts that epoch's stream and
@@ -102,7 +102,7 @@ def read_shard_meta(folder: Path) -> dict:
 
 
 def check_shard_sizes(folder: Path, meta: dict) -> None:
-    """Raise :class:`DataError` naming every shard whose size differs from ``dataset.json``'s record
+    """Raise `DataError` naming every shard whose size differs from ``dataset.json``'s record
     (cut short by a copy or a full disk, or changed since it was written)."""
     bad = [f"{name} is {(Path(folder) / name).stat().st_size} bytes, not {size}"
            for name, size in meta.get("bytes", {}).items()
@@ -126,12 +126,12 @@ def _stack(samples):
 
 
 class ShardLoader:
-    """Batches of one split streamed from shards; the interface of :class:`DeviceLoader`.
+    """Batches of one split streamed from shards; the interface of `DeviceLoader`.
 
     Args:
         folder: the shard folder; split: ``train``, ``val`` or ``test``.
         workers: DataLoader worker processes decoding PNGs (0 = in the main process).
-        Other arguments as :class:`DeviceLoader`.
+        Other arguments as `DeviceLoader`.
 
     Yields ``(x, y)``: x float32 (B, 3, H, W) normalized on ``device``, y int64 (B,).
     """

@@ -1,9 +1,9 @@
-"""Dataset sources: the dataset string, parsed once (:func:`cifarlab.config.parse_dataset`), becomes
+"""Dataset sources: the dataset string, parsed once (`cifarlab.config.parse_dataset`), becomes
 an object that knows its classes, superclasses, own normalization statistics and how to give the
 train/validation/test loaders. The rest of cifarlab asks the source; it never re-reads the string.
 
 ==========================  ==================================================================
-``cifar10``, ``cifar100``   the official files, in memory (:func:`~cifarlab.data.cifar.load_cifar`)
+``cifar10``, ``cifar100``   the official files, in memory (`load_cifar`)
 ``folder:PATH``             an image folder through its packed store (made on first use)
 ``store:PATH``              a store made by ``cifarlab data pack``
 ``shards:PATH``             WebDataset shards streamed by worker processes (never in memory)
@@ -26,7 +26,7 @@ from .store import open_store
 
 
 class DataSource:
-    """What every dataset kind answers. Subclasses: :class:`MemorySource`, :class:`ShardSource`.
+    """What every dataset kind answers. Subclasses: `MemorySource`, `ShardSource`.
 
     Attributes:
         spec: the parsed dataset string; name: the dataset's name; classes: class names (index = label);
@@ -52,7 +52,7 @@ class DataSource:
 
     def loaders(self, cfg: TrainConfig, device: torch.device, mean, std, rank: int = 0, world: int = 1) -> dict:
         """``{"train", "val", "test"}`` loaders (``val`` None without a validation split) with the
-        interface of :class:`~cifarlab.data.loader.DeviceLoader`, configured by ``cfg``'s data,
+        interface of `DeviceLoader`, configured by ``cfg``'s data,
         augmentation, batch and seed keys. ``rank``/``world``: this process's share under torchrun.
 
         Raises:
@@ -61,7 +61,7 @@ class DataSource:
         raise NotImplementedError
 
     def dataset(self) -> Dataset:
-        """The splits as uint8 arrays in memory. Raises :class:`DataError` for streamed data."""
+        """The splits as uint8 arrays in memory. Raises `DataError` for streamed data."""
         raise NotImplementedError
 
 
@@ -107,7 +107,7 @@ class MemorySource(DataSource):
 
 
 class ShardSource(DataSource):
-    """``shards:PATH``: splits streamed from WebDataset shards (:class:`~cifarlab.data.shards.ShardLoader`)."""
+    """``shards:PATH``: splits streamed from WebDataset shards (`ShardLoader`)."""
 
     def __init__(self, spec: DatasetSpec):
         self.spec, self.folder = spec, Path(spec.path)
@@ -148,7 +148,7 @@ def open_source(name: str | DatasetSpec, data_dir=None, download: bool = True, s
     Args:
         data_dir: CIFAR's folder (default ``$CIFARLAB_DATA`` or ``~/.cache/cifarlab``); download: fetch
             the official tarball when missing; size, policy: how image folders are packed
-            (:mod:`cifarlab.data.images`); bare_path: ``"folder"`` reads a bare path as an image folder.
+            (`cifarlab.data.images`); bare_path: ``"folder"`` reads a bare path as an image folder.
 
     Raises:
         DataError: unknown name, missing or inconsistent data (the message says what and how to fix it).

@@ -74,7 +74,7 @@ def _source(m: dict | None) -> str:
 
 
 def open_store(store: Path, name: str | None = None) -> Dataset:
-    """Map a store's arrays as a :class:`Dataset` (train/test, plus ``val`` when the source had one).
+    """Map a store's arrays as a `Dataset` (train/test, plus ``val`` when the source had one).
 
     Raises:
         DataError: missing files, or arrays whose sizes disagree with the manifest (says how to rebuild).

@@ -114,7 +114,7 @@ def calibration_summary(val_logits: np.ndarray, val_labels: np.ndarray, test_log
         "test_nll_before", "test_nll_after" (nats per image)}``.
 
     Raises:
-        ValueError: as :func:`fit_temperature`.
+        ValueError: as `fit_temperature`.
     """
     t = fit_temperature(val_logits, val_labels)
     probs = lambda temp: softmax(np.asarray(test_logits, dtype=np.float64) / temp)

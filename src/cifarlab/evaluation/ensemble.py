@@ -161,7 +161,7 @@ def select_members(members: list[Member], val_labels: np.ndarray | None, min_val
 
 def ensemble_weights(method: str, members: list[Member], val_labels: np.ndarray | None,
                      per_architecture: bool = False) -> np.ndarray:
-    """Member weights (sum 1) for ``method`` in :data:`METHODS`.
+    """Member weights (sum 1) for ``method`` in `METHODS`.
 
     ``per_architecture`` (greedy only; uniform and weighted use every member anyway) starts the
     greedy search from the best-validation run of each architecture, so each is represented.

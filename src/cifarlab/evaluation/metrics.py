@@ -26,10 +26,10 @@ def predict_logits(model, batches, ctx=contextlib.nullcontext, tta: int = 0, pro
 
     Args:
         batches: iterable of float (B, 3, H, W) normalized images and int64 (B,) labels.
-        ctx: zero-argument callable giving the precision context (:func:`cifarlab.runtime.autocast`).
-        tta: a level in ``TTA_LEVELS`` (0-3), see :func:`cifarlab.data.augment.tta_views`; views' logits are averaged.
+        ctx: zero-argument callable giving the precision context (`cifarlab.runtime.autocast`).
+        tta: a level in ``TTA_LEVELS`` (0-3), see `cifarlab.data.augment.tta_views`; views' logits are averaged.
         progress: a label for a progress bar over the batches (None: no bar).
-        tta_fraction: in (0, 1]; below 1, selective TTA (:func:`selective_tta_logits`).
+        tta_fraction: in (0, 1]; below 1, selective TTA (`selective_tta_logits`).
 
     Returns:
         float32 logits (N, num_classes) and int64 labels (N,), on the CPU. Restores train mode.
@@ -53,7 +53,7 @@ def selective_tta_logits(model, x: torch.Tensor, tta: int, fraction: float = 1.0
 
     Selective TTA (Hiverge's CIFAR-10 speedrun record, 2025, github.com/hiverge/cifar10-speedrun):
     the image's own view runs for the whole batch; the images whose top softmax probability is
-    lowest get the level's other views too, with the weights of :func:`~cifarlab.data.augment.tta_views`,
+    lowest get the level's other views too, with the weights of `tta_views`,
     and the rest keep their own view's logits. The views change few confident predictions, so most of
     TTA's gain stays at ``1 + (V - 1) * fraction`` forward passes per image instead of V. ``fraction``
     1 is plain TTA: every view for every image. Keep the

@@ -1,6 +1,6 @@
 """A run's predictions, computed once and shared by every view (fastai's ``Interpretation`` habit):
 comparison rows, ensembles, the confusion matrix, top losses and reliability diagrams all derive
-from one :class:`Predictions`. Reading and writing it in a run directory is the workflow's job."""
+from one `Predictions`. Reading and writing it in a run directory is the workflow's job."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ class Predictions:
     """A run's predictions. Logits are float32 (N, C) averaged over TTA views; labels int64 (N,).
 
     ``temperature`` (1.0 = none) is the run's fitted temperature scaling
-    (:func:`~cifarlab.evaluation.calibration.fit_temperature`): the probabilities divide the logits
+    (`fit_temperature`): the probabilities divide the logits
     by it, the logits themselves are stored as the model gave them.
     """
     dataset: str

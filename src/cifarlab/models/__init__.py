@@ -1,6 +1,6 @@
 """Models: the registry, the built-in nets (airbench-style CNNs, a LeNet-style baseline, a small ViT
 for 32x32 built with timm), any timm model by name, weight loading, and the one factory
-(:mod:`~cifarlab.models.factory`) that decides between them.
+(`factory`) that decides between them.
 
 Knows about datasets only through ``num_classes`` and the input size.
 """

@@ -23,7 +23,7 @@ from .conv_grad import conv3x3_gemm_grad, use_gemm_weight_grad, weight_grad_mode
 
 
 class StemBiasSchedule:
-    """The per-step hook of :meth:`AirbenchNet.step_hook`: the stem bias trains for ``steps`` steps."""
+    """The per-step hook of `AirbenchNet.step_hook`: the stem bias trains for ``steps`` steps."""
 
     def __init__(self, bias: nn.Parameter, steps: int):
         self.bias, self.steps = bias, steps
@@ -46,8 +46,8 @@ class NoHook:
 
 
 def step_hook(model: nn.Module, whiten_bias_steps: int):
-    """The hook the training loop calls before each optimizer step: :meth:`AirbenchNet.step_hook` for
-    an airbench net, else :class:`NoHook`."""
+    """The hook the training loop calls before each optimizer step: `AirbenchNet.step_hook` for
+    an airbench net, else `NoHook`."""
     return model.step_hook(whiten_bias_steps) if isinstance(model, AirbenchNet) else NoHook()
 
 
@@ -73,7 +73,7 @@ class DiracConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, cin, H, W) -> (B, cout, H, W). Training on CPU with small maps takes the faster weight
-        gradient of :mod:`cifarlab.models.conv_grad`; evaluation and export take ``nn.Conv2d``'s path."""
+        gradient of `cifarlab.models.conv_grad`; evaluation and export take ``nn.Conv2d``'s path."""
         if self.training and self.weight.requires_grad and torch.is_grad_enabled() and use_gemm_weight_grad(x):
             return conv3x3_gemm_grad(x, self.weight)
         return super().forward(x)

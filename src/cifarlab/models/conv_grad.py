@@ -12,7 +12,7 @@ x zero-padded by one pixel, dW[o, i, u, v] = sum over (b, h, w) of g[b, o, h, w]
 so stacking the nine shifted copies of x along channels (im2col in channels-last order) gives
 dW = G (O x BHW) @ cols (BHW x 9I). Building ``cols`` writes 9x the input's bytes, which is cheap
 for small maps and not for large ones, so the product is used only for maps of at most
-:data:`MAX_GEMM_PIXELS` pixels (5x5); larger ones keep oneDNN's kernel. In fp32 oneDNN's kernel is
+`MAX_GEMM_PIXELS` pixels (5x5); larger ones keep oneDNN's kernel. In fp32 oneDNN's kernel is
 level with the product on 2x2-3x3 maps and faster on 5x5 (207 against 245 ms), so fp32 keeps it.
 torch's own im2col, ``F.unfold``, orders its columns NCHW; contracting them with the gradient
 (``einsum``) was slower than oneDNN on 5x5 (189 ms), so the stack here is built channels-last.
@@ -51,9 +51,9 @@ def weight_grad_mode() -> str:
 
 
 def use_gemm_weight_grad(x: torch.Tensor) -> bool:
-    """Whether a 3x3 'same' conv on ``x`` (float (B, C, H, W)) should take :class:`Conv3x3GemmGrad`:
+    """Whether a 3x3 'same' conv on ``x`` (float (B, C, H, W)) should take `Conv3x3GemmGrad`:
     on CPU only (cuDNN's kernels are fine), in bf16 or fp16 (``x``'s dtype, or autocast's), for maps
-    of at most :data:`MAX_GEMM_PIXELS` pixels, unless ``CIFARLAB_CONV_WGRAD`` says ``native`` (or
+    of at most `MAX_GEMM_PIXELS` pixels, unless ``CIFARLAB_CONV_WGRAD`` says ``native`` (or
     ``gemm``: every size).
 
     Raises:
@@ -90,7 +90,7 @@ def weight_grad_gemm(x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
 
 class Conv3x3GemmGrad(torch.autograd.Function):
     """``F.conv2d(x, weight, padding=1)`` whose backward takes the input gradient from oneDNN and
-    the weight gradient from :func:`weight_grad_gemm`. Inputs of one dtype, no bias, stride 1."""
+    the weight gradient from `weight_grad_gemm`. Inputs of one dtype, no bias, stride 1."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -110,7 +110,7 @@ class Conv3x3GemmGrad(torch.autograd.Function):
 
 
 def conv3x3_gemm_grad(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """3x3 'same' convolution (no bias) through :class:`Conv3x3GemmGrad`, honouring autocast: both
+    """3x3 'same' convolution (no bias) through `Conv3x3GemmGrad`, honouring autocast: both
     inputs are cast to its dtype first, as ``F.conv2d`` would do itself, so the backward sees one
     dtype and the fp32 weight gets its gradient through the cast. (B, I, H, W) -> (B, O, H, W)."""
     dtype = _compute_dtype(x)

@@ -3,8 +3,8 @@ built-in or a timm model, which creation kwargs its input size needs, where its 
 and whether it can take the input size asked for.
 
 Every model it returns carries a ``pretrained_cfg`` dict (timm's own for timm models; for the
-built-ins one made from the registry's :class:`~cifarlab.models.registry.ModelCfg`, with ``mean``
-and ``std`` None meaning "normalize with the dataset's statistics"). :func:`data_config` reads it.
+built-ins one made from the registry's `ModelCfg`, with ``mean``
+and ``std`` None meaning "normalize with the dataset's statistics"). `data_config` reads it.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights=
 
     Args:
         pretrained: ImageNet weights, from an installed weight package
-            (:mod:`~cifarlab.models.weight_packages`) or else timm's hub download; built-ins have none.
-        weights: a local weights file (see :func:`cifarlab.models.timm_adapter.load_weights_file`).
+            (`weight_packages`) or else timm's hub download; built-ins have none.
+        weights: a local weights file (see `cifarlab.models.timm_adapter.load_weights_file`).
         kwargs: builder / ``timm.create_model`` keyword arguments (override registered defaults).
 
     Raises:
@@ -73,7 +73,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights=
 
 
 def creation_kwargs(cfg: TrainConfig) -> dict:
-    """The keyword arguments :func:`build_model` creates ``cfg.model`` with: ``cfg.model_kwargs``
+    """The keyword arguments `build_model` creates ``cfg.model`` with: ``cfg.model_kwargs``
     over, for fixed-input-size timm models, the input size the run feeds them."""
     kwargs = dict(cfg.model_kwargs)
     if model_kind(cfg.model) == "timm":
@@ -92,7 +92,7 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, load_w
     load its own checkpoint passes False).
 
     Raises:
-        UnknownModelError, ConfigError, WeightsError: as :func:`create_model`.
+        UnknownModelError: as `create_model`; likewise ConfigError and WeightsError.
     """
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained and load_weights,
@@ -146,7 +146,7 @@ def data_config(model: nn.Module) -> dict:
 
 
 def check_input_size(model: nn.Module, side: int, device: torch.device, name: str, num_classes: int | None = None) -> None:
-    """Raise :class:`ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the
+    """Raise `ConfigError` when ``model`` cannot take ``side`` x ``side`` input, naming the
     smallest side that works (probed with one zero image per candidate side), or, given
     ``num_classes``, when its output is not float (B, num_classes) logits (a user's own module)."""
     def works(s: int) -> bool:

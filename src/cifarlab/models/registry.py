@@ -3,7 +3,7 @@
 Every registered builder takes ``num_classes`` plus its own keyword arguments and returns an
 ``nn.Module`` with timm's interface (``forward_features``, ``forward_head``, ``get_classifier``,
 ``reset_classifier``). ``model_cfg(name)`` gives the input size and the classifier's name; the
-factory (:mod:`cifarlab.models.factory`) attaches them to each built model as its
+factory (`cifarlab.models.factory`) attaches them to each built model as its
 ``pretrained_cfg``, which the rest of the code reads instead of guessing.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def register_module(module: nn.Module, name: str | None = None) -> str:
 
 
 def is_user_module(name: str) -> bool:
-    """True for a name registered by :func:`register_module`."""
+    """True for a name registered by `register_module`."""
     return name in _REGISTRY and _REGISTRY[name].description.startswith("user module")
 
 
@@ -93,7 +93,7 @@ def unknown_model(name: str) -> UnknownModelError:
 
 
 def model_cfg(name: str) -> ModelCfg:
-    """The :class:`ModelCfg` of a built-in ``name``. Raises :class:`UnknownModelError` with close matches."""
+    """The `ModelCfg` of a built-in ``name``. Raises `UnknownModelError` with close matches."""
     if name not in _REGISTRY:
         raise unknown_model(name)
     return _REGISTRY[name]

@@ -1,11 +1,11 @@
 """A network cut in two: a frozen *trunk* and the trainable *rest*, for training on cached trunk
-outputs. :func:`split_at_stage` cuts at a stage boundary (partial fine-tuning: the rest is the last
-stages and the head); :func:`split_at_head` cuts before the classifier (a linear probe: the trunk
+outputs. `split_at_stage` cuts at a stage boundary (partial fine-tuning: the rest is the last
+stages and the head); `split_at_head` cuts before the classifier (a linear probe: the trunk
 gives pooled pre-logit features, the rest is the classifier alone).
 
 Most CNN families in timm compute ``forward_features`` as their top-level children in order, with
 the stages in a ``blocks`` / ``stages`` container (EfficientNet, MobileNet, ConvNeXt, RegNet) or as
-``layer1..4`` (ResNet). :func:`split_at_stage` reads that order and *checks* it: the trunk followed
+``layer1..4`` (ResNet). `split_at_stage` reads that order and *checks* it: the trunk followed
 by the rest must reproduce ``forward_features`` on a random input, or the model is refused (a ViT,
 whose token and position embeddings are not children, is one such).
 """
@@ -44,7 +44,7 @@ class Rest(nn.Module):
     """The part of a network after its trunk: float (B, C, h, w) trunk output -> logits (B, classes).
 
     Holds the model's own modules (the same parameters: training it trains the model) and calls the
-    model's ``forward_head``. :meth:`model_keys` maps its state-dict keys to the model's.
+    model's ``forward_head``. `model_keys` maps its state-dict keys to the model's.
     """
 
     def __init__(self, model: nn.Module, units: list[tuple[str, nn.Module]]):
@@ -83,7 +83,7 @@ class PooledFeatures(nn.Module):
 
 class Head(nn.Module):
     """A linear probe's rest: the model's classifier alone, float (B, D) features -> logits (B, classes).
-    Its state-dict keys are ``classifier.*``; :meth:`model_keys` maps them to the model's."""
+    Its state-dict keys are ``classifier.*``; `model_keys` maps them to the model's."""
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -1,7 +1,7 @@
 """Any timm model by name, with its classifier sized for our classes, and weight loading.
 
 * ``pretrained=True`` goes through timm's own loader (Hugging Face hub, honouring ``HF_HOME`` and
-  ``HF_HUB_OFFLINE``); a failed download becomes :class:`WeightsError` saying how to use a local file.
+  ``HF_HUB_OFFLINE``); a failed download becomes `WeightsError` saying how to use a local file.
 * ``load_weights_file`` reads a local safetensors / PyTorch file without executing code, in
   timm's key naming or the original (e.g. torchvision) naming -- converted by the model family's
   own ``checkpoint_filter_fn`` from timm where one exists -- and drops a classifier whose shape
@@ -33,7 +33,7 @@ def is_timm_model(name: str) -> bool:
 
 
 def create_timm_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
-    """``timm.create_model`` with ``num_classes``; pretrained download errors become :class:`WeightsError`."""
+    """``timm.create_model`` with ``num_classes``; pretrained download errors become `WeightsError`."""
     import timm
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
@@ -68,7 +68,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights without executing code: safetensors, or torch files with ``weights_only=True``.
 
     Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers and DataParallel's ``module.`` prefix.
-    Raises :class:`WeightsError` for a missing, corrupt or unsafe file.
+    Raises `WeightsError` for a missing, corrupt or unsafe file.
     """
     path = Path(path)
     if not path.is_file():

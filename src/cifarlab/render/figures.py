@@ -1,6 +1,6 @@
 """Figures and tables of one evaluation: confusion matrix (CSV + PNG), per-class table (CSV + Markdown).
 
-Computes nothing itself: it draws and writes what :mod:`cifarlab.evaluation` measured.
+Computes nothing itself: it draws and writes what `cifarlab.evaluation` measured.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Interpretation figures of one run, and the dataset's own figures (matplotlib, Agg backend).
 
-Draws what :mod:`cifarlab.evaluation` computed: reliability diagram, top-loss image grid,
+Draws what `cifarlab.evaluation` computed: reliability diagram, top-loss image grid,
 class counts and a sample grid per class. Every function writes one PNG and returns its path.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes
 
     Args:
         images: uint8 (k, 3, H, W) RGB, one per entry (in the entries' order).
-        entries: :func:`cifarlab.evaluation.analysis.top_losses` rows.
+        entries: `cifarlab.evaluation.analysis.top_losses` rows.
     """
     plt = pyplot()
     k = len(entries)

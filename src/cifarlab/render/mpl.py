@@ -1,4 +1,4 @@
-"""matplotlib, headless: every figure of cifarlab is drawn through :func:`pyplot`."""
+"""matplotlib, headless: every figure of cifarlab is drawn through `pyplot`."""
 from __future__ import annotations
 
 

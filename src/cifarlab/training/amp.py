@@ -15,7 +15,7 @@ class LossScaling:
 
     With a scaler the gradients are unscaled right after backward, so the finiteness check and the
     optimizers see true-scale values; a non-finite one then means the scaled loss overflowed, which
-    :meth:`step` then handles as the scaler's normal working (step skipped, scale halved).
+    `step` then handles as the scaler's normal working (step skipped, scale halved).
     """
 
     def __init__(self, scaler: torch.amp.GradScaler | None):

@@ -1,6 +1,6 @@
 """Training on cached trunk outputs: run the frozen part of a network once, train the rest many times.
 
-One strategy, two cuts (:mod:`cifarlab.models.stages`):
+One strategy, two cuts (`cifarlab.models.stages`):
 
 * **partial fine-tune**: cut before the last ``cfg.trainable_stages`` stages. The trunk's outputs
   (e.g. EfficientNet-Lite0's third stage at 128 px: 40 x 16 x 16 values an image) are cached for
@@ -14,7 +14,7 @@ One strategy, two cuts (:mod:`cifarlab.models.stages`):
   and the test set is scored by the full network.
 
 The trunk's forward pass -- most of a CNN's cost at its early, large resolutions -- is paid once
-instead of every epoch. The cache itself: :mod:`.trunk_cache`.
+instead of every epoch. The cache itself: `.trunk_cache`.
 """
 from __future__ import annotations
 
@@ -65,13 +65,13 @@ def rest_logits(rest: nn.Module, cached, batch_size: int, device, ctx,
 def fit_cached(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, device: torch.device, location: str,
                ctx, score_fn, resume=None, resume_weights=None, callbacks=()) -> tuple[FitResult, dict, dict | None]:
     """Cut ``model`` as ``cfg.strategy`` says (``linear-probe`` or ``partial-fine-tune``), cache the
-    trunk's outputs, train the rest on them with :func:`~.fit.fit`.
+    trunk's outputs, train the rest on them with `fit`.
 
     Args:
-        pipes: ``{"train", "val", "test"}`` :class:`~cifarlab.data.Batches` (val may be None).
+        pipes: ``{"train", "val", "test"}`` `Batches` (val may be None).
         location: the data's folder (part of the cache key); ctx: the precision context factory;
         score_fn: ``(logits, labels) -> {"loss", "top1"}`` for the validation outputs.
-        resume, resume_weights, callbacks: as :func:`~.fit.fit` (of the rest's parameters).
+        resume, resume_weights, callbacks: as `fit` (of the rest's parameters).
 
     Returns:
         ``(result, info, logits)``: the fit result with full-model weights in ``eval_state``; cache
@@ -80,7 +80,7 @@ def fit_cached(model: nn.Module, pipes: dict, cfg: TrainConfig, run: RunDir, dev
         None where the full network scores the test set (a linear probe, or ``tta`` 2).
 
     Raises:
-        ConfigError: the model cannot be cut there (:mod:`cifarlab.models.stages`).
+        ConfigError: the model cannot be cut there (`cifarlab.models.stages`).
     """
     probe = cfg.strategy == "linear-probe"
     side = pipes["test"].side() or int(pipes["test"].loader.size[-1])

@@ -1,5 +1,5 @@
 """Checkpoints: weights as safetensors, training state as a weights-only torch file; every write
-atomic and fsynced, and checked (safetensors header read back, train state size compared) before it replaces the old file (:func:`cifarlab.files.atomic_write`).
+atomic and fsynced, and checked (safetensors header read back, train state size compared) before it replaces the old file (`cifarlab.files.atomic_write`).
 
 A checkpoint ``NAME`` is, in the run directory:
 
@@ -7,7 +7,7 @@ A checkpoint ``NAME`` is, in the run directory:
 * ``train-state-NAME.pt`` (``last`` only): the same weights under ``model``, plus the optimizer
   and schedule state, epoch/step, RNG states. One file, so weights and position always match
   (two files could be caught half-updated by a crash). The one it replaces is kept as
-  ``train-state-prev.pt``: :func:`load_resume_point` falls back to it when ``last`` is damaged.
+  ``train-state-prev.pt``: `load_resume_point` falls back to it when ``last`` is damaged.
   Loaded with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
   containers, so a tampered file cannot execute code.
 """
@@ -69,7 +69,7 @@ def save_checkpoint(run_dir: Path, name: str, model_state: dict, train_state: di
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file. Raises :class:`CheckpointError` when missing or corrupt."""
+    """Read a safetensors file. Raises `CheckpointError` when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
@@ -120,7 +120,7 @@ def load_train_state(path: Path) -> dict:
 
 @dataclass
 class ResumePoint:
-    """What :func:`load_resume_point` found: the train state, its weights and the file they came from."""
+    """What `load_resume_point` found: the train state, its weights and the file they came from."""
     state: dict
     weights: dict
     path: Path

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m cifarlab train ...`` (multi-node: torchrun's ``--nnodes``,
 ``--node-rank``, ``--rdzv-endpoint`` flags) starts N processes with ``RANK``/``WORLD_SIZE``/
-``LOCAL_RANK`` set; :func:`init` joins them into one process group (gloo on CPU, nccl on CUDA).
+``LOCAL_RANK`` set; `init` joins them into one process group (gloo on CPU, nccl on CUDA).
 Each rank trains on a disjoint 1/N of every global batch (so ``batch_size`` stays the global
 batch and the schedule is unchanged), DDP averages the gradients, per-epoch metrics are summed
 across ranks, and only rank 0 writes the run directory. BatchNorm statistics are per rank (as in
@@ -83,7 +83,7 @@ def broadcast_object(obj, env: DistEnv):
 
 def barrier(env: DistEnv) -> None:
     """Wait until every rank gets here. On gloo an all-reduce of one number that waits for the
-    backend to let go of it (see :func:`_all_reduce`); on nccl ``dist.barrier()``, which also waits
+    backend to let go of it (see `_all_reduce`); on nccl ``dist.barrier()``, which also waits
     for the device (an nccl all-reduce returns to the host before it runs)."""
     if not env.enabled:
         return
@@ -101,7 +101,7 @@ class ReplicatedForward:
     for unused ones, expects each of them to get one every step. Two things here break that: the
     airbench stem bias, whose ``requires_grad`` its step hook turns off after ``whiten_bias_epochs`` (a
     new wrapper over the parameters that still train is built then, once per run), and parameters
-    a model's forward pass never uses (some timm models). For those, :func:`unused_parameters` runs
+    a model's forward pass never uses (some timm models). For those, `unused_parameters` runs
     one forward and backward pass on two images of the first batch before DDP is built; only when
     a rank finds one does DDP search the autograd graph for them every step
     (``find_unused_parameters=True``, which costs a graph traversal per step and makes torch warn
@@ -109,7 +109,7 @@ class ReplicatedForward:
 
     The probe sees the first step only, as torchvision's reference scripts build DDP without the
     search: a forward pass that skips parameters on later steps alone (a layer dropped at random for
-    a whole batch) stops the run at the step after with :class:`~cifarlab.config.ConfigError`,
+    a whole batch) stops the run at the step after with `ConfigError`,
     which says so, instead of torch's reducer error. Call it inside the step's precision context, in
     the step's train/eval mode, like the model.
     """
@@ -154,7 +154,7 @@ def unused_parameters(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     """Names of ``model``'s parameters that require a gradient but get none from a forward and
     backward pass over ``x`` (float (B, C, H, W), B >= 2 for BatchNorm in train mode), in the mode
     and precision context the caller is in. The pass runs on a copy (as the default-input-size probe
-    of :func:`cifarlab.workflow.setup.check_default_input_size` does), under a forked random number
+    of `cifarlab.workflow.setup.check_default_input_size` does), under a forked random number
     generator: ``model``, its BatchNorm statistics and the random stream are left as they were."""
     probe = copy.deepcopy(model)
     for p in probe.parameters():

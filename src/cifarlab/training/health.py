@@ -1,5 +1,5 @@
 """Is training still healthy: finiteness of gradients and weights, and what to do when a step runs
-out of memory, as one :class:`StepGuard` the training step calls.
+out of memory, as one `StepGuard` the training step calls.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """True when every element of every tensor is finite. One fused max-abs reduction
-    (:func:`torch.nn.utils.get_total_norm` with the inf-norm, which propagates NaN and cannot
+    (`torch.nn.utils.get_total_norm` with the inf-norm, which propagates NaN and cannot
     overflow) and one device sync."""
     tensors = [t.detach() for t in tensors if t.is_floating_point()]
     return not tensors or bool(torch.isfinite(get_total_norm(tensors, norm_type=float("inf"))))
@@ -108,8 +108,8 @@ def last_good(run_path, done: int) -> str:
 
 def out_of_memory_error(e: BaseException, batch_size: int, device: torch.device, where: str,
                         kept: str) -> TrainingOutOfMemory:
-    """The :class:`TrainingOutOfMemory` for allocator error ``e`` at ``where`` (e.g. "epoch 2 (step 9)"),
-    with the batch size :func:`suggest_batch_size` gives and what was kept."""
+    """The `TrainingOutOfMemory` for allocator error ``e`` at ``where`` (e.g. "epoch 2 (step 9)"),
+    with the batch size `suggest_batch_size` gives and what was kept."""
     fit, used, limit = suggest_batch_size(e, batch_size, device)
     measured = (f" (in use {used / 2**30:.2f} GiB of {limit / 2**30:.1f} GiB, plus the "
                 f"{(requested_bytes(e) or 0) / 2**30:.2f} GiB it asked for)" if used and limit else "")
@@ -122,8 +122,8 @@ def out_of_memory_error(e: BaseException, batch_size: int, device: torch.device,
 
 
 def write_failed(e: Exception, run, done: int) -> Exception:
-    """What to raise when saving a run (a :class:`~cifarlab.runs.RunDir`) after ``done`` epochs failed
-    with ``e``: a :class:`StorageError` naming the last good checkpoint and the resume command (status
+    """What to raise when saving a run (a `RunDir`) after ``done`` epochs failed
+    with ``e``: a `StorageError` naming the last good checkpoint and the resume command (status
     ``failed`` written when it still can be), or ``e`` itself when it is not about space or permission."""
     err = e if isinstance(e, StorageError) else storage_error(e, run.path)
     if not isinstance(err, StorageError):
@@ -146,15 +146,15 @@ class Problem:
 
 class StepGuard:
     """The training step's policies for what goes wrong, in one place: a non-finite loss or gradient
-    (stop, or skip the batch under ``on_nan=skip-batch``, at most :data:`MAX_SKIPS_IN_A_ROW` in a
+    (stop, or skip the batch under ``on_nan=skip-batch``, at most `MAX_SKIPS_IN_A_ROW` in a
     row; every rank of a DDP run takes the same branch), an fp16 overflow (skipped and counted; at
-    most :data:`~.amp.MAX_SCALER_SKIPS_IN_A_ROW` in a row), non-finite weights (stop), out of memory
+    most `MAX_SCALER_SKIPS_IN_A_ROW` in a row), non-finite weights (stop), out of memory
     and device failures (one-line errors). Each stop writes the run's status first.
 
     Args:
-        run: the :class:`~cifarlab.runs.RunDir`; env: the :class:`~.distributed.DistEnv`;
+        run: the `RunDir`; env: the `DistEnv`;
         device: the training device; on_nan: ``stop`` or ``skip-batch``; scaling: the
-        :class:`~.amp.LossScaling`; batch_size: for the out-of-memory advice.
+        `LossScaling`; batch_size: for the out-of-memory advice.
     """
 
     def __init__(self, run, env, device: torch.device, on_nan: str, scaling, batch_size: int):
@@ -168,7 +168,7 @@ class StepGuard:
     @contextlib.contextmanager
     def failures(self, model: torch.nn.Module, st, epoch: int):
         """Turn a device failure or out-of-memory error inside the block into a one-line
-        :class:`~cifarlab.runtime.DeviceError` or :class:`TrainingOutOfMemory` (status ``failed``)."""
+        `DeviceError` or `TrainingOutOfMemory` (status ``failed``)."""
         try:
             yield
         except RuntimeError as e:
@@ -198,7 +198,7 @@ class StepGuard:
     def settle(self, problem: Problem, model: torch.nn.Module, optimizers, st, epoch: int) -> None:
         """After a step with ``problem``: drop its gradients (an overflow also steps the scaler, which
         skips the update and halves its scale), then return when the batch may be skipped, else raise
-        :class:`TrainingDiverged`."""
+        `TrainingDiverged`."""
         if problem.overflow:
             self.scaling.step(optimizers)
             model.zero_grad(set_to_none=True)
@@ -214,13 +214,13 @@ class StepGuard:
                           skippable=not after)
 
     def check_weights(self, model: torch.nn.Module, st, epoch: int) -> None:
-        """Raise :class:`TrainingDiverged` when a weight is not finite after the optimizer step."""
+        """Raise `TrainingDiverged` when a weight is not finite after the optimizer step."""
         if not all_finite(weights_of(model)):
             self.diverged(f"a weight became NaN/inf after the optimizer step at epoch {epoch + 1} "
                           f"(step {st.global_step + 1})", st, epoch)
 
     def diverged(self, what: str, st, epoch: int, skippable: bool = False):
-        """Write status ``diverged`` and raise :class:`TrainingDiverged` saying what was kept and what to try."""
+        """Write status ``diverged`` and raise `TrainingDiverged` saying what was kept and what to try."""
         self._status("diverged", st, epoch, what)
         skip = (", or resume with --set on_nan=skip-batch to skip the batches whose loss or gradient is not finite"
                 if skippable else "")

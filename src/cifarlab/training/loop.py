@@ -1,9 +1,9 @@
 """The one training loop (nanoGPT habit: plain Python, no framework magic), in three pieces:
-:class:`TrainState` (the position and running sums, saved for resume), :meth:`Trainer.step` (one
-optimizer step) and :meth:`Trainer.end_epoch` (validation, metrics row, checkpoints, early stopping).
+`TrainState` (the position and running sums, saved for resume), `Trainer.step` (one
+optimizer step) and `Trainer.end_epoch` (validation, metrics row, checkpoints, early stopping).
 
 Per step: forward under the precision context it is given (bf16 or fp16 autocast with fp32 master
-weights, or plain fp32), cross-entropy with label smoothing, backward (fp16: loss-scaled, :mod:`.amp`),
+weights, or plain fp32), cross-entropy with label smoothing, backward (fp16: loss-scaled, `.amp`),
 schedule, optimizer steps, optional EMA. Per epoch: optional validation, a metrics row (``metrics.jsonl`` + TensorBoard),
 ``checkpoint-last`` (+ ``checkpoint-best``) written atomically, early stopping. Ctrl-C saves the
 exact position (mid-epoch included) so ``--resume`` continues to the same result as an
@@ -41,8 +41,8 @@ def _clone(state: dict) -> dict:
 class Trainer:
     """One training run's moving parts: model, optimizers, schedule, EMA, strategy and state.
 
-    See :func:`fit` for the arguments; ``ctx`` is a zero-argument callable returning the precision
-    context of a forward pass: a :class:`cifarlab.runtime.Precision`, whose fp16 brings a
+    See `fit` for the arguments; ``ctx`` is a zero-argument callable returning the precision
+    context of a forward pass: a `cifarlab.runtime.Precision`, whose fp16 brings a
     ``torch.amp.GradScaler`` (its state saved with the train state) and whose ``matmul_dtype`` is Muon's.
     """
 
@@ -117,7 +117,7 @@ class Trainer:
         """One optimizer step on batch ``(x, y)`` (``y``: int64 labels, or float soft targets from
         mixup/CutMix, which carry their own label smoothing); returns the lr multiplier it used.
 
-        Raises (through :class:`~.health.StepGuard`, the run's status written first):
+        Raises (through `StepGuard`, the run's status written first):
             TrainingDiverged: a non-finite loss or gradient (``on_nan=stop``, or too many skipped in
                 a row), or weights after the step; an fp16 overflow is skipped and counted instead.
             TrainingOutOfMemory: the step ran out of memory. DeviceError: the GPU could not run it.
@@ -177,8 +177,10 @@ class Trainer:
     def end_epoch(self, epoch: int, seconds: float, lr_mult: float) -> bool:
         """Validation, metrics row, checkpoints; returns True when early stopping ends the run.
 
-        Raises: TrainingDiverged (non-finite weights, eval-mode outputs or validation loss: nothing
-        of this epoch saved), StorageError (a write failed; the previous checkpoints kept).
+        Raises:
+            TrainingDiverged: non-finite weights, eval-mode outputs or validation loss (nothing of
+                this epoch saved).
+            StorageError: a write failed (the previous checkpoints kept).
         """
         st, cfg = self.st, self.cfg
         loss_sum, correct, seen = sum_across([st.acc_loss, st.acc_correct, st.acc_seen], self.env)
@@ -228,7 +230,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the whole run
     def run_epochs(self) -> FitResult:
-        """Train from the current position to the end (or early stop). See :func:`fit` for errors."""
+        """Train from the current position to the end (or early stop). See `fit` for errors."""
         from torch.utils.tensorboard import SummaryWriter
         st = self.st
         self.history = self.run.read_metrics() if self.main else []

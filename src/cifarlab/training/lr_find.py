@@ -30,7 +30,7 @@ def lr_range_test(model: torch.nn.Module, loader, cfg, ctx=contextlib.nullcontex
     "steepest": lr}`` (lr of the main parameter group, per step). The model is modified: use a copy.
 
     Group learning rates keep their ratios to ``cfg.lr`` (bias, head, layer-decay scales). ``ctx``:
-    zero-argument callable giving the precision context (a :class:`cifarlab.runtime.Precision`).
+    zero-argument callable giving the precision context (a `cifarlab.runtime.Precision`).
 
     Raises:
         ValueError: ``start_lr``/``end_lr`` not 0 < start < end.

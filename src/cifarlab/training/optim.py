@@ -45,7 +45,7 @@ class ConvMuon(torch.optim.Optimizer):
     renormalisation, hence this class.
 
     ``matmul_dtype``: the dtype of the orthogonalisation's products (bf16 as in the source, where the
-    device has it natively; fp32 elsewhere: :attr:`cifarlab.runtime.Precision.matmul_dtype`).
+    device has it natively; fp32 elsewhere: `cifarlab.runtime.Precision.matmul_dtype`).
 
     Source: K. Jordan et al., "Muon: An optimizer for hidden layers" (2024);
     github.com/KellerJordan/cifar10-airbench, airbench94_muon.py.
@@ -131,8 +131,8 @@ def build_optimizers(model: nn.Module, cfg, params: set | None = None, scales: d
     muon: ConvMuon on filters + Nesterov SGD on head and biases (airbench94_muon).
     sgd: Nesterov SGD, filters at ``lr``. adamw: AdamW, filters at ``lr``, betas (momentum, 0.999).
     ``params``: ids of the parameters to optimise (default: those with requires_grad).
-    ``scales``: per-parameter-name lr multipliers (:func:`layer_scales`); groups split by multiplier.
-    ``matmul_dtype``: Muon's orthogonalisation dtype (:class:`ConvMuon`).
+    ``scales``: per-parameter-name lr multipliers (`layer_scales`); groups split by multiplier.
+    ``matmul_dtype``: Muon's orthogonalisation dtype (`ConvMuon`).
     """
     g = param_groups(model, params)
     scales = scales or {}

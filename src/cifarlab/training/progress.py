@@ -49,7 +49,7 @@ def shorter_run_hint(cfg) -> str:
 
 def projection(per_epoch: float, left: float, what: str, cfg) -> str:
     """``estimate: <per_epoch> per epoch, <left> <what>`` (seconds in, readable units out), plus the
-    flags that shorten ``cfg``'s run when ``left`` is over :data:`LONG_RUN_SECONDS`."""
+    flags that shorten ``cfg``'s run when ``left`` is over `LONG_RUN_SECONDS`."""
     msg = f"estimate: {format_seconds(per_epoch)} per epoch, {format_seconds(left)} {what}"
     if left > LONG_RUN_SECONDS:
         msg += f". That is over an hour; to shorten it: {shorter_run_hint(cfg)}."

@@ -1,5 +1,5 @@
-"""What a training run hands back and what it saves to resume: :class:`FitResult`,
-:class:`TrainState` (the position and running sums), and the errors that end a run early."""
+"""What a training run hands back and what it saves to resume: `FitResult`,
+`TrainState` (the position and running sums), and the errors that end a run early."""
 from __future__ import annotations
 
 import math
@@ -28,7 +28,7 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` hands back: the weights to score and the history."""
+    """What `fit` hands back: the weights to score and the history."""
     eval_state: dict                 # state dict of the selected weights (best on val, else last)
     best_epoch: int
     epochs_run: int

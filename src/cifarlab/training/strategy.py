@@ -8,7 +8,7 @@ fine-tune       the classifier alone for ``freeze_epochs``, then everything, wit
                 learning rates (``layer_decay`` per layer group below the head), as fastai's
                 ``fine_tune`` (Howard & Ruder 2018, arXiv:1801.06146)
 partial-fine-   as fine-tune, for the stages after a frozen, cached trunk (the model given is
-tune            the rest, :class:`cifarlab.models.stages.Rest`; see :mod:`.cached`)
+tune            the rest, `cifarlab.models.stages.Rest`; see `.cached`)
 ==============  ============================================================================
 
 The phase is a function of the optimizer step, so a resumed run freezes and unfreezes exactly
@@ -48,7 +48,7 @@ def projected_passes(cfg, train_images: int) -> float:
 
 
 def check_distributable(cfg, world: int) -> None:
-    """Raise :class:`ConfigError` when ``cfg`` cannot train in ``world`` DDP processes."""
+    """Raise `ConfigError` when ``cfg`` cannot train in ``world`` DDP processes."""
     if cfg.strategy not in DISTRIBUTABLE:
         raise ConfigError(f"distributed training supports strategy scratch or full, not {cfg.strategy!r}: "
                           "freezing changes which parameters DDP synchronizes. Run it in one process.")

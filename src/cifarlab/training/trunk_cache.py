@@ -1,9 +1,9 @@
 """The cache of a frozen trunk's outputs, shared by linear probes and partial fine-tunes.
 
-A cache is a folder ``trunk-KEY/`` under :func:`cache_root` holding, per split, ``{split}_x.npy``
+A cache is a folder ``trunk-KEY/`` under `cache_root` holding, per split, ``{split}_x.npy``
 (V, N, ...) -- the trunk's output for each of V views of N images, float32 or bf16 bits (uint16),
 read memory-mapped -- and ``{split}_y.npy`` (N,) int64. KEY hashes everything the outputs depend on
-(:func:`feature_key`), so a stale cache is never read. It is written to a per-process temporary
+(`feature_key`), so a stale cache is never read. It is written to a per-process temporary
 folder and renamed into place, so a killed run leaves no half cache behind, and two runs building
 the same cache at once both end with a complete one.
 
@@ -92,7 +92,7 @@ def _view(x: torch.Tensor, view: str, g: torch.Generator, min_scale: float) -> t
 
 
 class TrunkLoader:
-    """Batches of cached trunk outputs with :class:`~cifarlab.data.DeviceLoader`'s interface.
+    """Batches of cached trunk outputs with `DeviceLoader`'s interface.
 
     ``x``: array (V, N, ...) (uint16 bf16 bits or float32, memory-mapped), ``y``: int64 (N,). Training
     draws from the (seed, epoch) generator either a permutation of the N images, each in one view

@@ -1,8 +1,8 @@
 """Jobs a user asks for, composed from the layers below: train / evaluate / lr-find
-(:mod:`.train`), cached predictions (:mod:`.predictions`), predict (:mod:`.predict`), compare and
-ensemble (:mod:`.compare`), interpretation and the HTML report (:mod:`.report`), suites
-(:mod:`.suite_file`, :mod:`.suite`), temperature scaling (:mod:`.calibrate`) and export (:mod:`.export`). Every one assembles its
-data, model and pipelines through :func:`.setup.assemble`.
+(`.train`), cached predictions (`.predictions`), predict (`.predict`), compare and
+ensemble (`.compare`), interpretation and the HTML report (`.report`), suites
+(`.suite_file`, `.suite`), temperature scaling (`.calibrate`) and export (`.export`). Every one assembles its
+data, model and pipelines through `.setup.assemble`.
 """
 from .calibrate import calibrate
 from .compare import compare_runs, comparison_row

@@ -12,7 +12,7 @@ from .predictions import run_predictions, save_predictions
 
 def calibrate(run_dir, data_dir: str | None = None) -> dict:
     """Fit the temperature on ``run_dir``'s validation predictions and store it in ``results.json``
-    (key ``calibration``; :func:`~cifarlab.evaluation.calibration.calibration_summary`'s dict) and
+    (key ``calibration``; `calibration_summary`'s dict) and
     in the metadata of the run's checkpoints.
 
     Returns:

@@ -1,5 +1,5 @@
 """The notebook's model object: ``clf = cifarlab.load("runs/x")`` (a run directory or a stamped
-checkpoint file alone, :mod:`.portable`), then ``clf.predict("cat.jpg")``."""
+checkpoint file alone, `.portable`), then ``clf.predict("cat.jpg")``."""
 from __future__ import annotations
 
 import os
@@ -20,7 +20,7 @@ class Classifier:
 
     Attributes:
         classes: class names, index order. model: the ``nn.Module`` (eval mode). config: its
-        :class:`TrainConfig`. temperature: the calibration temperature (1.0 = none).
+        `TrainConfig`. temperature: the calibration temperature (1.0 = none).
     """
 
     def __init__(self, source: str, config: TrainConfig, model: torch.nn.Module, info: dict):
@@ -48,7 +48,7 @@ class Classifier:
         return [(self.classes[i], float(probs[i])) for i in top]
 
     def predict_proba(self, images) -> np.ndarray:
-        """float32 (N, num_classes) probabilities of a list of images (as :meth:`predict` takes)."""
+        """float32 (N, num_classes) probabilities of a list of images (as `predict` takes)."""
         arrays = np.stack([self._array(im) for im in images])
         return score_arrays(self.config, self.model, self.info, arrays).numpy()
 
@@ -68,7 +68,7 @@ class Classifier:
 
 
 def load(path, checkpoint: str = "best", device: str | None = None) -> Classifier:
-    """A finished run directory or a stamped checkpoint file as a :class:`Classifier`.
+    """A finished run directory or a stamped checkpoint file as a `Classifier`.
 
     Raises:
         RunDirError: an incomplete run; CheckpointError: a damaged checkpoint or one without metadata.

@@ -51,7 +51,7 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
 
 
 def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
-    """Rows for ``run_dirs`` (run directories or :class:`~cifarlab.runs.Run` objects, in order);
+    """Rows for ``run_dirs`` (run directories or `Run` objects, in order);
     with ``out_dir``, also writes ``comparison.csv`` / ``.md``."""
     rows = [comparison_row(p, data_dir) for p in run_dirs]
     if out_dir is not None:

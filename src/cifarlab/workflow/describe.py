@@ -54,11 +54,11 @@ def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_f
     """Draw the first ``images`` training images of ``epoch`` as the model receives them: the config's
     flips, translations, cutout, on-device resizing, then mixup/CutMix, normalization undone for
     display. Captions name the class (mixed: the two largest target shares, label smoothing included). ``config`` as in
-    :func:`cifarlab.train`; the model is built without pretrained weights (only its input
+    `cifarlab.train`; the model is built without pretrained weights (only its input
     settings matter).
 
     Raises:
-        ConfigError, DataError, UnknownModelError: as :func:`cifarlab.train`.
+        ConfigError: as `cifarlab.train`; likewise DataError and UnknownModelError.
     """
     cfg = run_config(config, overrides)
     s = assemble(cfg, load_weights=False)

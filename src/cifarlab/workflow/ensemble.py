@@ -1,6 +1,6 @@
 """Ensembles of finished runs: class probabilities averaged uniformly, weighted by validation
 accuracy, or by Caruana et al.'s (2004) greedy selection, from each run's cached predictions
-(:func:`.predictions.run_predictions`, computed once per run); nothing is retrained."""
+(`.predictions.run_predictions`, computed once per run); nothing is retrained."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,7 +61,7 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
         ``{"dataset", "members": [{run, model, test top1, val top1}], "best_single": {...},
         "ensembles": {method: {"weights": {run: w}, "test": metrics, "gain_over_best_single"}}, "notes",
         "tta", "diversity"}``: ``tta`` is the members' TTA level, or ``{run: level}`` where they
-        differ; ``diversity`` is how their test errors overlap (:func:`~..evaluation.ensemble.error_diversity`).
+        differ; ``diversity`` is how their test errors overlap (`error_diversity`).
 
     Raises:
         EnsembleError: fewer than two runs, different datasets/classes/test sets, missing validation.
@@ -123,7 +123,7 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 def overlap_summary(diversity: dict) -> str:
-    """One line on how the members' test errors overlap (``diversity``: :func:`error_diversity`'s
+    """One line on how the members' test errors overlap (``diversity``: `error_diversity`'s
     result), shared by the Markdown summary and the HTML report."""
     d = diversity
     line = (f"Test errors: {d['wrong_for_all']} of {d['images']} images wrong for every member "

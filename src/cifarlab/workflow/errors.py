@@ -1,6 +1,6 @@
 """The exception types that mean bad input or a run that cannot go on (config, data, run directory,
 model, weights, checkpoint, divergence, memory, disk, suite, ensemble, a GPU that cannot run the step): the command line reports
-them as one paragraph rather than a traceback, with the exit status of :func:`exit_code`, and a
+them as one paragraph rather than a traceback, with the exit status of `exit_code`, and a
 suite records them per run and goes on. Any other exception (a plain ``ValueError`` from deep
 inside included) is a bug and keeps its traceback."""
 from ..config import ConfigError
@@ -27,7 +27,7 @@ EXIT_CODES = {0: "done", 1: "internal error (a bug: please report it with the tr
 
 
 def exit_code(e: BaseException) -> int:
-    """The exit status for an error of :data:`USER_ERRORS` (see :data:`EXIT_CODES`)."""
+    """The exit status for an error of `USER_ERRORS` (see `EXIT_CODES`)."""
     if isinstance(e, TrainingDiverged):
         return 3
     if isinstance(e, (StorageError, TrainingOutOfMemory)):

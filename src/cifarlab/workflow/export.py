@@ -53,7 +53,9 @@ def export_onnx(run_dir, out_path=None, opset: int = 18, check: bool = True, che
         ``{"path", "bytes", "max_abs_diff", "argmax_agreement" (%), "input", "output", "opset"}``.
 
     Raises:
-        RunDirError, CheckpointError; RuntimeError when the exporter or onnxruntime fails (message kept).
+        RunDirError: the run is incomplete.
+        CheckpointError: the weights do not fit the model.
+        RuntimeError: the exporter or onnxruntime failed (its message kept).
     """
     cfg, model, results = load_run_model(run_dir, device=torch.device("cpu"))
     model = model.float().to(memory_format=torch.contiguous_format).eval()

@@ -31,7 +31,7 @@ def export_timm(run_dir, out_dir, push_to_hub: str | None = None, check: bool = 
 
     Raises:
         ExportError: not a timm model (cifarlab's own nets: use ONNX), ``out_dir`` not empty, or
-            the upload failed; RunDirError, CheckpointError: as :func:`load_run_model`.
+            the upload failed; RunDirError, CheckpointError: as `load_run_model`.
     """
     import timm
     cfg, model, results = load_run_model(run_dir, device=torch.device("cpu"))

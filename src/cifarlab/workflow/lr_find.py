@@ -1,5 +1,5 @@
 """The learning-rate range test as a user asks for it: ``lr_find(config)`` writes the curve and
-its suggestions (:func:`cifarlab.training.lr_range_test`)."""
+its suggestions (`cifarlab.training.lr_range_test`)."""
 from __future__ import annotations
 
 import os
@@ -18,9 +18,10 @@ def lr_find(config: TrainConfig | dict | str | os.PathLike | None = None, out_di
             start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100, **overrides) -> dict:
     """LR range test on the configured data, model and strategy; writes ``lr_find.png`` and
     ``lr_find.json`` in ``out_dir`` and returns the curve with ``valley`` and ``steepest`` suggestions
-    (learning rates of the main parameter group, ``cfg.lr``'s role). ``config`` as in :func:`train`.
+    (learning rates of the main parameter group, ``cfg.lr``'s role). ``config`` as in `train`.
 
-    Raises: ConfigError, DataError, UnknownModelError, WeightsError (as :func:`train`).
+    Raises:
+        ConfigError: as `train`; likewise DataError, UnknownModelError and WeightsError.
     """
     tune_malloc()
     cfg = run_config(config, overrides)

@@ -4,7 +4,7 @@ At the end of training (and after ``cifarlab calibrate``) both checkpoints of a 
 metadata (the header's ``__metadata__``, strings only): the run's config (so the model can be
 rebuilt), classes, normalization, data and input side, temperature and the cifarlab version. A
 checkpoint alone is then enough for ``cifarlab predict CHECKPOINT images/`` and
-:func:`load` -- no run directory needed. Paths and times are left out, so that a resumed run's
+`load` -- no run directory needed. Paths and times are left out, so that a resumed run's
 checkpoint stays bit-identical to an uninterrupted one.
 """
 from __future__ import annotations

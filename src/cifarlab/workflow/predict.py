@@ -22,15 +22,15 @@ from .setup import model_sizes, precision_context
 
 def load_run_model(run_dir, checkpoint: str = "best", device: torch.device | None = None):
     """Rebuild a finished run's model with its checkpoint, in eval mode. ``run_dir`` may also be a
-    checkpoint ``.safetensors`` file written by cifarlab (:mod:`.portable`): no run directory needed.
+    checkpoint ``.safetensors`` file written by cifarlab (`.portable`): no run directory needed.
 
     Returns:
         (config, model, results): results is ``results.json`` (classes, normalization, data side,
         calibration), or the same keys from the checkpoint's metadata.
 
     Raises:
-        RunDirError: incomplete run (names what is missing); CheckpointError: weights do not fit,
-        or a checkpoint file without cifarlab metadata.
+        RunDirError: incomplete run (names what is missing).
+        CheckpointError: weights do not fit, or a checkpoint file without cifarlab metadata.
     """
     if Path(run_dir).is_file():
         from .portable import model_from_checkpoint
@@ -71,7 +71,7 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
 
     Each image, of any size and mode, is converted to RGB and brought to the run's data size
     (32x32 for CIFAR) by ``policy`` (default: the run's ``resize_policy``; see
-    :mod:`cifarlab.data.images`), then normalized and resized on the device exactly as the run's
+    `cifarlab.data.images`), then normalized and resized on the device exactly as the run's
     test images were, and scored with the run's TTA level. ``progress``: bars over decoding and
     scoring when there are more than a few hundred files.
 
@@ -82,7 +82,9 @@ def predict_images(run_dir, paths, top_k: int = 5, tta: int | None = None, polic
         are listed in ``errors``; the others are predicted.
 
     Raises:
-        RunDirError (incomplete run), CheckpointError; ConfigError for ``top_k`` < 1.
+        RunDirError: incomplete run.
+        CheckpointError: the weights do not fit the model.
+        ConfigError: ``top_k`` < 1.
     """
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1 (got {top_k}).")

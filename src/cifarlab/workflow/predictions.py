@@ -59,7 +59,7 @@ def load_cached_predictions(run_dir, checkpoint: str = "best", tta: int | None =
 
 
 def predictions_of(model: torch.nn.Module, s: Setup, test=None, val=None, progress: bool = False) -> Predictions:
-    """:class:`Predictions` of ``model`` on the setup's test (and val) splits at the config's TTA level.
+    """`Predictions` of ``model`` on the setup's test (and val) splits at the config's TTA level.
 
     ``test`` / ``val`` may pass already computed ``(logits, labels)`` tensors for those splits;
     ``progress`` shows a bar per split.
@@ -78,10 +78,12 @@ def predictions_of(model: torch.nn.Module, s: Setup, test=None, val=None, progre
 def run_predictions(run_dir, checkpoint: str = "best", data_dir: str | None = None,
                     recompute: bool = False) -> Predictions:
     """The run's test (and validation) TTA logits, from the cache or computed once and cached, with
-    the run's temperature (:func:`temperature_of`) set so that the probabilities are calibrated.
+    the run's temperature (`temperature_of`) set so that the probabilities are calibrated.
 
     Raises:
-        RunDirError, CheckpointError, DataError (the dataset is needed to compute, not to read the cache).
+        RunDirError: the run is incomplete.
+        CheckpointError: the weights do not fit the model.
+        DataError: the dataset cannot be read (needed to compute the predictions, not to read the cache).
     """
     rd = RunDir(run_dir)
     rd.require_complete()

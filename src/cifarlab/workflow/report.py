@@ -1,4 +1,4 @@
-"""Interpretation of runs and the HTML report (``cifarlab report``), drawn by :mod:`cifarlab.render`.
+"""Interpretation of runs and the HTML report (``cifarlab report``), drawn by `cifarlab.render`.
 
 ``interpret_run`` writes a run's interpretation figures into ``RUN/interpretation/``;
 ``build_report`` gathers runs (run directories, suite folders or suite files), their comparison
@@ -102,7 +102,7 @@ def dataset_figures(ds, out_dir: Path, per_class: int = 8) -> dict:
 
 def build_report(paths, out_file="report.html", title: str = "cifarlab report", ensemble: dict | None = None,
                  data_dir: str | None = None) -> Path:
-    """Write the self-contained HTML report for the runs named by ``paths`` (see :func:`resolve_runs`).
+    """Write the self-contained HTML report for the runs named by ``paths`` (see `resolve_runs`).
 
     Sections: comparison table; training curves overlaid; accuracy vs training time and vs
     parameters; ensemble result (``ensemble`` if given, else computed when two or more runs share

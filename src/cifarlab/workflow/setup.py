@@ -28,9 +28,9 @@ class Setup:
     """What a command works with.
 
     Attributes:
-        cfg: the resolved config; device: where tensors live; ctx: the :class:`~cifarlab.runtime.Precision`
+        cfg: the resolved config; device: where tensors live; ctx: the `Precision`
         chosen for ``device`` (calling it gives a forward pass's precision context); source: the dataset; model: on ``device``;
-        pipes: ``{"train", "val", "test"}`` :class:`~cifarlab.data.Batches` (val None without a
+        pipes: ``{"train", "val", "test"}`` `Batches` (val None without a
         split); normalization: ``{"mean": [3], "std": [3]}`` in [0, 1] units.
     """
     cfg: TrainConfig
@@ -50,8 +50,8 @@ def precision_context(device: torch.device, precision: str, scoring: bool = Fals
     """The precision ``precision`` (a config's value, ``auto`` included) means on ``device``: the
     zero-argument precision-context factory handed to the training and evaluation code.
     ``scoring``: a finished run scored elsewhere (evaluate, predict): a GPU run's fp16 becomes ``auto``
-    off CUDA instead of an error. Raises :class:`ConfigError` for training in fp16 off CUDA
-    (:func:`~cifarlab.runtime.resolve_precision`)."""
+    off CUDA instead of an error. Raises `ConfigError` for training in fp16 off CUDA
+    (`resolve_precision`)."""
     if scoring and precision == "fp16" and device.type != "cuda":
         precision = "auto"
     return resolve_precision(precision, device)
@@ -67,15 +67,17 @@ def assemble(cfg: TrainConfig, device: torch.device | None = None, load_weights:
              precision: Precision | None = None) -> Setup:
     """Build everything a command needs for ``cfg``.
 
-    ``scoring``: see :func:`precision_context`; ``precision``: one already resolved for ``device``. The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
+    ``scoring``: see `precision_context`; ``precision``: one already resolved for ``device``. The model is seeded by ``cfg.seed`` and gets its weights from ``cfg.weights``/``pretrained``
     when ``load_weights``; a fresh built-in model runs its data-dependent init (airbench whitening,
-    on the first :data:`WHITENING_IMAGES` training images). Normalization is the model's pretrained
+    on the first `WHITENING_IMAGES` training images). Normalization is the model's pretrained
     config's, else the dataset's own statistics.
 
     Raises:
         ConfigError: a setting the data or model cannot honour (input too small, early stopping
             without a validation split, train_size too large, shards with DDP...).
-        DataError, UnknownModelError, WeightsError: from the data and model layers.
+        DataError: the data cannot be read or does not match (from the data layer).
+        UnknownModelError: no such model (from the model layer).
+        WeightsError: the weights do not fit the model.
     """
     device = device or resolve_device(cfg.device)
     ctx = precision or precision_context(device, cfg.precision, scoring)  # before the data loads: fp16 on a CPU fails at once
@@ -111,7 +113,7 @@ def default_size_refusal(cfg: TrainConfig, side: int, data_side: int, seconds_pe
                          train_images: int) -> str | None:
     """Why a run must not start at a timm model's default input side that nobody asked for (the
     message), or None. Refused when ``cfg`` sets neither ``img_size`` nor ``img_sizes``, the
-    default ``side`` upsamples the data, and training projects to over :data:`MAX_UNASKED_SECONDS`
+    default ``side`` upsamples the data, and training projects to over `MAX_UNASKED_SECONDS`
     (``seconds_per_image`` of a training step, measured on this machine)."""
     if cfg.img_size or cfg.img_sizes or side <= data_side:
         return None
@@ -148,7 +150,7 @@ def time_training_pass(s: Setup, images: int, side: int | None = None) -> float:
 
 
 def check_default_input_size(s: Setup) -> None:
-    """Raise :class:`ConfigError` with :func:`default_size_refusal`'s message when it has one; times
+    """Raise `ConfigError` with `default_size_refusal`'s message when it has one; times
     a training pass of 4 images at the default side (CPU only, timm models only, no size set)."""
     cfg, side = s.cfg, s.pipes["train"].side(0)
     data_side = int(s.pipes["train"].loader.size[-1])
@@ -165,7 +167,7 @@ ESTIMATE_IMAGES = 256  # images in the timed pass behind the first estimate (per
 
 def projection_line(s: Setup, state: dict | None) -> str:
     """The line projecting the training time of ``s`` (what is left of it, on resume) from one timed
-    forward and backward pass of :data:`ESTIMATE_IMAGES` images, before the first step (``state``: the
+    forward and backward pass of `ESTIMATE_IMAGES` images, before the first step (``state``: the
     train state resumed from, or None)."""
     cfg, loader = s.cfg, s.pipes["train"].loader
     images = math.ceil(cfg.epochs * loader.num_images)
@@ -184,7 +186,7 @@ def projection_line(s: Setup, state: dict | None) -> str:
 
 
 def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None) -> tuple[RunDir, Setup]:
-    """A finished run's :class:`Setup` from its saved config, with ``checkpoint-{checkpoint}`` loaded
+    """A finished run's `Setup` from its saved config, with ``checkpoint-{checkpoint}`` loaded
     into the model (``data_dir`` overrides where the data is read from).
 
     Raises:

@@ -1,4 +1,4 @@
-"""Running a suite (:mod:`.suite_file` parses it): train every run not yet complete into one
+"""Running a suite (`.suite_file` parses it): train every run not yet complete into one
 folder, then compare, ensemble and report them."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .train import train
 
 @dataclass
 class SuiteResult:
-    """What :func:`run_suite` did: runs completed (trained now or before), skipped as already
+    """What `run_suite` did: runs completed (trained now or before), skipped as already
     complete, failed (name -> why); the comparison rows, the ensemble result and the report's path."""
     suite: Suite
     completed: list[Path] = field(default_factory=list)
@@ -34,8 +34,8 @@ def run_suite(suite: Suite, progress: bool = True, log=print) -> SuiteResult:
     report the complete ones into ``suite.out``.
 
     A run that fails (diverges, bad model input...) is recorded in ``result.failed`` and the
-    suite goes on. Raises :class:`SuiteError` when a finished run's saved config differs from
-    the suite's, since comparing it would be comparing something else, and :class:`~cifarlab.files.FolderInUse`
+    suite goes on. Raises `SuiteError` when a finished run's saved config differs from
+    the suite's, since comparing it would be comparing something else, and `FolderInUse`
     when another process is running the same suite (its output folder is locked meanwhile).
     """
     try:

@@ -1,8 +1,8 @@
 """Suite files: a YAML file of runs (model x strategy x hyperparameters sharing defaults), parsed
-and validated here; :mod:`.suite` trains, compares, ensembles and reports them. Also
-:func:`resolve_runs`: the run directories that paths on a command line name.
+and validated here; `.suite` trains, compares, ensembles and reports them. Also
+`resolve_runs`: the run directories that paths on a command line name.
 
-Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suites/*.yaml``)::
+Format (every run key is a `TrainConfig` key; see ``suites/*.yaml``)::
 
     name: cifar10-ensemble          # default: the file's stem
     out: runs/cifar10-ensemble      # default: runs/<name>
@@ -20,7 +20,7 @@ Format (every run key is a :class:`~cifarlab.config.TrainConfig` key; see ``suit
 or entry names, which stand for all of an entry's seeds (``airbench94``). Without it, every
 complete run of the suite is a candidate.
 
-Each run's config is resolved by :func:`cifarlab.recipes.resolve_config`: the recipe for its
+Each run's config is resolved by `cifarlab.recipes.resolve_config`: the recipe for its
 dataset and model, then ``defaults`` and the run's own keys (the file level), then command-line
 overrides. A run whose directory is
 complete with the same config is skipped; an interrupted one is resumed; a finished one whose
@@ -188,7 +188,7 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
 
 
 def resolve_runs(paths) -> list[Path]:
-    """Run directories named by ``paths``: a run directory (or :class:`~cifarlab.runs.Run`), a folder
+    """Run directories named by ``paths``: a run directory (or `Run`), a folder
     of run directories (a suite's output), or a suite YAML file (its output folder, in the suite's order).
 
     Raises:

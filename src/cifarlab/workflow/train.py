@@ -1,6 +1,6 @@
 """Training and rescoring, as a user asks for them: ``train(config) -> Run``, ``evaluate(run)``.
-Each resolves its config through :func:`cifarlab.recipes.resolve_config`, assembles through
-:mod:`.setup`, and records through :mod:`cifarlab.runs`.
+Each resolves its config through `cifarlab.recipes.resolve_config`, assembles through
+`.setup`, and records through `cifarlab.runs`.
 """
 from __future__ import annotations
 
@@ -37,16 +37,16 @@ from .setup import Setup, assemble, assemble_run, check_default_input_size, prec
 
 
 def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
-    """The config a call asks for: a :class:`TrainConfig` as given (then ``overrides``); a mapping
-    or a YAML file's path as the file level of :func:`~cifarlab.recipes.resolve_config`; None: the recipe."""
+    """The config a call asks for: a `TrainConfig` as given (then ``overrides``); a mapping
+    or a YAML file's path as the file level of `resolve_config`; None: the recipe."""
     if isinstance(config, TrainConfig):
         return config.update(overrides).validate()
     return resolve_config(config, overrides)
 
 
 def check_resume_compatible(saved: TrainConfig, new: TrainConfig, path: Path) -> None:
-    """Raise :class:`ConfigError` when ``new`` changes keys a saved training state cannot follow
-    (anything outside :data:`cifarlab.config.RESUME_SAFE_KEYS`), naming each change."""
+    """Raise `ConfigError` when ``new`` changes keys a saved training state cannot follow
+    (anything outside `cifarlab.config.RESUME_SAFE_KEYS`), naming each change."""
     diff = config_diff(saved, new)
     if diff:
         details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -60,23 +60,30 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
     """Train, score on the test set once, and record everything in a run directory.
 
     Args:
-        config: a :class:`TrainConfig` (used as is), a mapping or YAML file of keys (layered over
+        config: a `TrainConfig` (used as is), a mapping or YAML file of keys (layered over
             the recipe), or None (the tuned recipe of ``overrides['dataset']``, default cifar10).
         run_dir: where to write (default ``runs/<generated name>``).
         resume: an interrupted run directory to continue; its saved config is used, and
-            ``config``/``overrides`` may only change keys in :data:`~cifarlab.config.RESUME_SAFE_KEYS`.
-        callbacks: passed to :func:`cifarlab.training.fit`.
+            ``config``/``overrides`` may only change keys in `RESUME_SAFE_KEYS`.
+        callbacks: passed to `cifarlab.training.fit`.
         overrides: config keys, e.g. ``epochs=2``; also ``model=`` your own ``nn.Module`` instance
             (float (B, 3, H, W) -> (B, num_classes) logits) and ``dataset=`` an image folder's path.
 
     Returns:
-        :class:`~cifarlab.runs.Run` whose ``results`` follow :class:`~cifarlab.runs.Results`.
+        `Run` whose ``results`` follow `Results`.
 
     Raises:
-        ConfigError, DataError, RunDirError (also: another process holds the run directory),
-        UnknownModelError, WeightsError, CheckpointError (resume: both saved states damaged),
-        TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory, StorageError (disk full,
-        read-only; the last good checkpoint is kept and ``resume`` continues once space is freed).
+        ConfigError: a bad key or value, or a setting the data or model cannot honour.
+        DataError: the data cannot be read or does not match the run.
+        RunDirError: the run directory is unusable, or another process holds it.
+        UnknownModelError: no such model.
+        WeightsError: the weights do not fit the model.
+        CheckpointError: resuming, both saved train states are damaged.
+        TrainingDiverged: a non-finite loss, gradient, weight or evaluation output (status ``diverged``).
+        TrainingInterrupted: Ctrl-C or SIGTERM (position saved for ``resume``).
+        TrainingOutOfMemory: a step ran out of memory (the message names a batch size that fits).
+        StorageError: disk full or read-only; the last good checkpoint is kept and ``resume``
+            continues once space is freed.
     """
     started = time.perf_counter()
     tune_malloc()
@@ -102,10 +109,10 @@ def train(config: TrainConfig | dict | str | os.PathLike | None = None, run_dir:
 
 @dataclass
 class Job:
-    """One training run as :func:`train` hands it on: the validated config (not changed after
+    """One training run as `train` hands it on: the validated config (not changed after
     ``config.yaml`` is written), its run directory, the process group, the device and precision,
     the point resumed from (or None), the callbacks, and ``started`` (``time.perf_counter()`` when
-    :func:`train` was called, for the preparation and wall times in seconds)."""
+    `train` was called, for the preparation and wall times in seconds)."""
     cfg: TrainConfig
     run: RunDir
     env: distributed.DistEnv
@@ -168,8 +175,8 @@ def _failed_on_error(rd: RunDir, env):
 
 
 def _own_model_and_folder(overrides: dict) -> dict:
-    """The notebook conveniences of :func:`train`: ``model=`` a user's ``nn.Module`` instance (registered
-    with :func:`cifarlab.models.register_module`), ``dataset=`` an image folder's path (a Path, or a
+    """The notebook conveniences of `train`: ``model=`` a user's ``nn.Module`` instance (registered
+    with `cifarlab.models.register_module`), ``dataset=`` an image folder's path (a Path, or a
     string naming an existing folder that is not a dataset name) read as ``folder:PATH``."""
     out = dict(overrides)
     if isinstance(out.get("model"), torch.nn.Module):
@@ -283,7 +290,9 @@ def evaluate(run_dir: str | os.PathLike, checkpoint: str = "best", tta: int | No
         The metrics dict (same keys as ``results.json['test']``, plus ``checkpoint`` and ``tta``).
 
     Raises:
-        RunDirError (incomplete run), CheckpointError, DataError.
+        RunDirError: incomplete run.
+        CheckpointError: the weights do not fit the model.
+        DataError: the test set cannot be read.
     """
     tune_malloc()
     rd, s = assemble_run(run_dir, checkpoint, data_dir)
