@@ -40,3 +40,8 @@ def __getattr__(name):
 
 
 __all__ = ["TrainConfig", "ConfigError", "RECIPES", "recipe_config", "resolve_config", "__version__", *_LAZY]
+
+
+def __dir__():
+    """The module's names and the lazy ones, so tab completion and ``dir(cifarlab)`` show ``train``."""
+    return sorted(set(globals()) | set(_LAZY) | set(SUBPACKAGES))

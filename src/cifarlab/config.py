@@ -57,8 +57,8 @@ def parse_dataset(name: str, bare_path: str | None = None) -> DatasetSpec:
         ConfigError: an unknown name (close matches and the valid forms listed) or an empty path.
     """
     name = str(name)
-    if name in CIFAR_NAMES:
-        return DatasetSpec(name)
+    if name.lower() in CIFAR_NAMES:  # CIFAR10 as well
+        return DatasetSpec(name.lower())
     kind, sep, path = name.partition(":")
     if sep and kind in PATH_KINDS:
         if not path:
@@ -66,7 +66,7 @@ def parse_dataset(name: str, bare_path: str | None = None) -> DatasetSpec:
         return DatasetSpec(kind, path)
     if bare_path is not None:
         return DatasetSpec(bare_path, name)
-    close = difflib.get_close_matches(name, CIFAR_NAMES, n=2)
+    close = difflib.get_close_matches(name.lower(), CIFAR_NAMES, n=2)
     raise ConfigError(f"Unknown dataset {name!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
                       + " Available: cifar10, cifar100, folder:PATH (an image folder), store:PATH (a packed "
                       "store), shards:PATH (WebDataset shards).")
@@ -164,8 +164,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
         """Build from a mapping, rejecting unknown keys with close-match suggestions."""
-        cfg = cls()
-        return cfg.update(values, source=source)
+        return cls().update(values, source=source)
 
     def update(self, values: dict, source: str = "override") -> "TrainConfig":
         """Return a copy with ``values`` applied (keys checked, strings coerced to field types)."""
@@ -176,10 +175,9 @@ class TrainConfig:
             check_retired(key, values.pop(key), source, ConfigError)
         for key, value in values.items():
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=3)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"Unknown config key {key!r} in {source}.{hint} "
-                                  f"Valid keys: {', '.join(sorted(known))}.")
+                close = ", ".join(difflib.get_close_matches(key, known, n=3))
+                raise ConfigError(f"Unknown config key {key!r} in {source}." + (f" Did you mean {close}?" if close else "")
+                                  + f" Valid keys: {', '.join(sorted(known))}.")
             setattr(out, key, _coerce(key, value, getattr(TrainConfig(), key), source))
         return out
 
@@ -286,7 +284,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """Convert CLI strings (``--set epochs=10``) to the type of the field's default."""
+    """Convert CLI strings (``--set epochs=10``) to the type of the field's default; CIFAR names lower-cased."""
+    if key == "dataset" and str(value).lower() in CIFAR_NAMES:
+        return str(value).lower()
     if not isinstance(value, str) or isinstance(default, str):
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             return float(value)

@@ -97,10 +97,26 @@ def fsync_dir(folder: Path | str) -> None:
         os.close(fd)
 
 
+def new_file_mode() -> int:
+    """The permission bits a plain ``open(path, "w")`` gives a new file: 0o666 less the process's
+    umask (read from ``/proc/self/status`` on Linux, where reading it changes nothing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path | str, writer: Callable[[str], None], needed: int | None = None,
                  verify: Callable[[str], None] | None = None, previous: Path | str | None = None) -> Path:
     """Write ``path`` all or nothing: ``writer(tmp)`` writes a temporary file beside it, which is
     fsynced, checked with ``verify(tmp)`` (which raises when the file is wrong) and renamed over ``path``.
+    The file gets the mode a plain ``open()`` would give it (`new_file_mode`).
 
     Args:
         needed: the expected size in bytes, used in the message of a full disk.
@@ -120,6 +136,7 @@ def atomic_write(path: Path | str, writer: Callable[[str], None], needed: int | 
         raise storage_error(e, path, needed) from None
     try:
         writer(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 (or a writer's own temporary's) would survive the rename
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if verify is not None:

@@ -249,6 +249,9 @@ class RunDir:
         if not self.path.is_dir():
             raise RunDirError(f"Run directory {self.path} does not exist.")
         missing = self.missing_files()
+        if missing and not (self.path / CONFIG_FILE).is_file():
+            raise RunDirError(f"{self.path} is not a run directory (no {CONFIG_FILE}): give the folder a "
+                              "'cifarlab train' run wrote, e.g. runs/<name>.")
         if missing:
             raise RunDirError(f"Run {self.path} is incomplete (status: {self.status()}): missing "
                               f"{', '.join(missing)}. Resume it with: cifarlab train --resume {self.path}")

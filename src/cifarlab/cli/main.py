@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     if args.command == "models":
         return _models(args)
+    if args.command == "config" and args.what is None:
+        print("error: cifarlab config: say what to list: 'cifarlab config keys' (every config key, with its "
+              "type, default and meaning) or 'cifarlab config recipes' (the named recipes)", file=sys.stderr)
+        return 2
     if args.command == "config":
         from ..config_help import keys_table
         from ..recipes import recipes_text

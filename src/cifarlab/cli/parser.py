@@ -5,6 +5,7 @@ help and the config cannot drift; keys without a flag are listed under ``train -
 from __future__ import annotations
 
 import argparse
+import difflib
 
 from ..version import __version__
 from ..config import PRECISIONS, STRATEGIES, TTA_LEVELS
@@ -28,11 +29,36 @@ SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patien
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error: the command, what was wrong, and where the flags are listed,
-    instead of the whole usage text above the message."""
+    """argparse that never guesses: no prefix matching (``--epoch`` is not ``--epochs``), and a
+    one-line error (the command, what was wrong, a close flag of that command, where the flags
+    are listed) instead of the whole usage text above the message."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}; '{self.prog} --help' lists the arguments\n")
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            cmd = self._command_parser(ns)
+            bad = next((a for a in extra if a.startswith("-")), extra[0])
+            flags = [o for a in cmd._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(bad.split("=")[0], flags, n=1, cutoff=0.6)
+            cmd.error(f"unrecognized argument {bad}" + (f" (did you mean {close[0]}?)" if close else ""))
+        return ns
+
+    def _command_parser(self, ns) -> argparse.ArgumentParser:
+        """The (sub)parser of the command ``ns`` holds, ``data describe`` included; self without one."""
+        parser = self
+        for dest in ("command", "data_command"):
+            action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            if action is None or getattr(ns, dest, None) not in action.choices:
+                break
+            parser = action.choices[getattr(ns, dest)]
+        return parser
 
 
 def _default_text(key: str, default, recipe_cfg) -> str:
@@ -97,7 +123,7 @@ def _train_parsers(sub) -> None:
     f.add_argument("--steps", type=int, default=100)
     f.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
     c = sub.add_parser("config", help="the config keys and named recipes: 'cifarlab config keys|recipes'")
-    c.add_argument("what", choices=["keys", "recipes"], help="keys: every key with its type, default and meaning; "
+    c.add_argument("what", nargs="?", choices=["keys", "recipes"], help="keys: every key with its type, default and meaning; "
                    "recipes: the named recipes (--recipe), each with its changes, reason and measured result")
     _verbosity(c, top=False)
 

@@ -219,8 +219,8 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, download: b
                   if md5sum(folder / f) != m]
     notes = []
     if mismatched:
-        msg = (f"{spec.name}: md5 of {', '.join(str(folder / f) for f in mismatched)} differs from the "
-               "official release; loading anyway after validating shapes and labels.")
+        msg = (f"{spec.name}: {len(mismatched)} files in {folder} ({', '.join(mismatched)}) differ from the official "
+               "release (md5); loading anyway after validating shapes and labels.")
         warnings.warn(msg, ChecksumWarning, stacklevel=2)
         notes.append(msg)
 

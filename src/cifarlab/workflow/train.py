@@ -21,7 +21,7 @@ from ..data.augment import tta_view_count
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
 from ..evaluation.calibration import calibration_summary
 from ..files import StorageError, remove_stale_temps
-from ..models import count_parameters, register_module
+from ..models import WeightsError, count_parameters, model_kind, register_module
 from ..recipes import resolve_config
 from ..render import write_confusion, write_per_class
 from ..render.plots import plot_curves
@@ -127,7 +127,7 @@ def _config_and_resumed(config, resume, overrides: dict) -> tuple[TrainConfig, R
     """The validated config of a new run (and None), or of the run ``resume`` names (and its directory),
     checked against what the saved training state can follow."""
     if resume is None:
-        return run_config(config, overrides), None
+        return _checked_before_work(run_config(config, overrides)), None
     rd = RunDir(resume)
     saved = rd.load_config()
     cfg = (config if isinstance(config, TrainConfig) else saved).update(overrides).validate()
@@ -135,6 +135,16 @@ def _config_and_resumed(config, resume, overrides: dict) -> tuple[TrainConfig, R
     if rd.is_complete():
         raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
     return cfg, rd
+
+
+def _checked_before_work(cfg: TrainConfig) -> TrainConfig:
+    """``cfg``, once its model name and weights file are known to exist: refused before any data is
+    read or run directory made, so a refused run leaves nothing behind (`UnknownModelError`, `WeightsError`)."""
+    if isinstance(cfg.model, str):
+        model_kind(cfg.model)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise WeightsError(f"Weights file {cfg.weights} does not exist: give the path of a .safetensors or .pt file.")
+    return cfg
 
 
 def _new_run_dir(cfg: TrainConfig, run_dir, env) -> RunDir:
