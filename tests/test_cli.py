@@ -68,3 +68,13 @@ def test_dir_of_the_package_lists_the_lazy_names_without_importing_torch():
     code = "import cifarlab, sys; n = dir(cifarlab); print('train' in n, 'evaluate' in n, 'load' in n, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "True", "True", "False"]
+
+
+def test_a_missing_checkpoint_file_and_a_folder_given_as_a_suite_say_what_would_work(capsys, tmp_path):
+    assert cli_main(["predict", str(tmp_path / "missing.safetensors"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Checkpoint file" in err and "does not exist" in err and "run directory or a checkpoint" in err
+    (tmp_path / "runs").mkdir()
+    assert cli_main(["compare", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a suite file" in err and "cifarlab report" in err and err.count("\n") == 1

@@ -189,3 +189,33 @@ def test_a_retired_key_is_accepted_off_and_refused_on(tmp_path):
         resolve_config(saved)
     with pytest.raises(ConfigError, match="'contrast'.*retired"):
         resolve_config(None, {"contrast": "0.2"})
+
+
+@pytest.mark.parametrize("line,says", [("lr: [0.1]", "lr"), ("seed: 1.5", "seed"), ("batch_size: 1.5", "batch_size"),
+                                       ("model_kwargs: 3", "model_kwargs"), ("epochs: true", "epochs"),
+                                       ("schedule: cosin", "Did you mean cosine"), ("tta: 7", "0, 1, 2 or 3")])
+def test_a_mistyped_yaml_value_is_refused_in_one_line(tmp_path, capsys, line, says):
+    path = tmp_path / "c.yaml"
+    path.write_text(line + "\n")
+    assert cli_main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(path) in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_none_and_yaml_from_the_command_line():
+    cfg = resolve_config(None, {"img_size": "None", "img_sizes": "[[0, 24], [4, 32]]", "epochs": "8", "lr": "1e-3"})
+    assert cfg.img_size is None and cfg.img_sizes == [[0, 24], [4, 32]] and cfg.epochs == 8.0 and cfg.lr == 0.001
+    assert isinstance(cfg.epochs, float) and resolve_config(None, {"model": "123"}).model == "123"   # text stays text
+
+
+@pytest.mark.parametrize("name", ["cifar100", "partial", "crop"])
+def test_a_config_saved_by_the_previous_release_loads_to_the_same_values(name):
+    """config.yaml files written by cifarlab 0.2.0 (dataclass config; brightness and contrast at 0), and
+    the values that release read from them."""
+    import json
+    from pathlib import Path
+    fixtures = Path(__file__).parent / "fixtures"
+    loaded = TrainConfig.load_yaml(fixtures / f"config-{name}.yaml").validate().to_dict()
+    assert loaded == json.loads((fixtures / f"config-{name}.json").read_text())
+    assert TrainConfig.from_dict(loaded) == TrainConfig.load_yaml(fixtures / f"config-{name}.yaml")

@@ -16,7 +16,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cifarlab"
 
-LAYERS = {"config_retired": -1, "config": 0, "files": 0, "version": 0, "config_help": 1, "recipes": 1, "runs": 1, "runtime": 1, "data": 1, "models": 1,
+LAYERS = {"config_retired": -1, "config_values": -1, "config": 0, "files": 0, "version": 0, "config_help": 1, "recipes": 1, "runs": 1, "runtime": 1, "data": 1, "models": 1,
           "training": 2, "evaluation": 2, "render": 2, "workflow": 3, "cli": 4, "__main__": 5, "": 5}
 
 

@@ -143,8 +143,13 @@ def test_flags_reach_the_config():
     args = build_parser().parse_args(["train", "--schedule", "cosine", "--label-smoothing", "0.1", "--ema",
                                       "--early-stopping", "3", "--mixup", "0.2", "--cutmix", "1.0", "--cutout", "8"])
     from cifarlab.cli.parser import config_overrides
-    assert config_overrides(args) == {"schedule": "cosine", "label_smoothing": 0.1, "ema": True,
-                                      "early_stopping_patience": 3, "mixup": 0.2, "cutmix": 1.0, "cutout": 8}
+    from cifarlab.recipes import resolve_config
+    assert set(config_overrides(args)) == {"schedule", "label_smoothing", "ema", "early_stopping_patience", "mixup",
+                                           "cutmix", "cutout"}
+    cfg = resolve_config(None, {**config_overrides(args), "val_size": 5000}).to_dict()   # typed by the config
+    assert {k: cfg[k] for k in config_overrides(args)} == {"schedule": "cosine", "label_smoothing": 0.1, "ema": True,
+                                                            "early_stopping_patience": 3, "mixup": 0.2, "cutmix": 1.0,
+                                                            "cutout": 8}
 
 
 def test_keras_names_resolve_to_timm():

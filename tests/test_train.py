@@ -217,8 +217,8 @@ def test_existing_run_dir_is_not_overwritten(cifar10_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--epochs", "0"], "epochs must be > 0"),
-    (["--batch-size", "-5"], "batch_size must be a positive integer"),
+    (["--epochs", "0"], "Bad value 0 for epochs in override: input should be greater than 0"),
+    (["--batch-size", "-5"], "Bad value -5 for batch_size in override: input should be greater than 0"),
     (["--model", "airbench49"], "Did you mean airbench94"),
     (["--set", "colour=red"], "Unknown config key 'colour'"),
 ])

@@ -5,16 +5,18 @@ Every field has a default; `cifarlab.recipes` supplies the tuned values per data
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-from dataclasses import dataclass, field, fields
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config_retired import RETIRED, check_retired
+from .config_values import Float, Int, one_line, parsed
 
 STRATEGIES = ("scratch", "linear-probe", "fine-tune", "partial-fine-tune", "full")
 CIFAR_NAMES = ("cifar10", "cifar100")
@@ -26,7 +28,7 @@ TTA_LEVELS = (0, 1, 2, 3)                    # test-time augmentation levels: ci
 # things are read or shown, not what is computed. on_nan too: it changes nothing while the losses stay
 # finite, and resuming a diverged run with on_nan=skip-batch is the way on past a rare bad batch.
 RESUME_SAFE_KEYS = frozenset({"progress", "threads", "device", "data_dir", "download", "eval_batch_size",
-                              "cache_dir", "on_nan"})
+                              "cache_dir", "on_nan", "logger"})
 
 
 class ConfigError(ValueError):
@@ -78,88 +80,145 @@ def config_diff(saved: "TrainConfig", new: "TrainConfig", ignore=RESUME_SAFE_KEY
     return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
 
-@dataclass
-class TrainConfig:
+# the first key of each group of keys, and the group's name (``cifarlab config keys``, ``train --help``)
+SECTIONS = {"dataset": "data", "flip": "augmentation (applied in batch on the device)", "model": "model",
+            "recipe": "optimisation", "precision": "numerics and speed", "tta": "evaluation and control"}
+_SOURCE: ContextVar[str] = ContextVar("config_source", default="TrainConfig(...)")
+
+
+class TrainConfig(BaseModel):
     """Everything that determines a training run (nanoGPT habit: the config is saved with the run).
+
+    Each key's type, range or choices and meaning are declared once, here (pydantic): YAML values,
+    ``--set`` strings and keyword arguments all pass through them, and the CLI's choices and help
+    and ``cifarlab config keys`` are read from them. Checks across keys: `validate`.
 
     Units: ``epochs`` in passes over the training split (fractions allowed), learning rates per
     optimizer step, ``val_size`` in images, ``batch_size`` in images per step.
-    """
 
-    # --- data
-    dataset: str = "cifar10"            # cifar10 | cifar100 | folder:PATH | store:PATH | shards:PATH
-    folder_size: int = 32               # image folders: side the images are brought to when packed
-    resize_policy: str = "center-crop"  # image folders: center-crop (shorter side + centre crop) | pad
-    data_dir: str | None = None         # folder holding cifar-10-batches-py/ or cifar-100-python/
-    val_size: int = 0                   # images carved from train, class-stratified; 0 = none
-    train_size: int = 0                 # keep a class-stratified subset of this many training images; 0 = all
-    download: bool = True               # fetch the official tarball when the folder is missing
-    # --- augmentation (applied in batch on the device)
-    flip: str = "alternating"           # none | random | alternating (airbench: flip all every other epoch)
-    translate: int = 2                  # max random shift in pixels (reflect padding)
-    cutout: int = 0                     # side of the zeroed square in pixels; 0 = off (DeVries & Taylor 2017)
-    mixup: float = 0.0                  # mixup Beta(alpha, alpha) of image pairs; 0 = off (Zhang et al. 2018)
-    cutmix: float = 0.0                 # CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)
-    auto_augment: str = "none"          # none | trivialaugment (per-image op and magnitude, batched; Müller & Hutter 2021)
-    random_resized_crop: float = 0.0    # RandomResizedCrop, batched: smallest area fraction of the box, e.g. 0.35; 0 = off
-    # --- model
-    model: str = "airbench94"          # a registered name (cifarlab models) or any timm model name
-    model_kwargs: dict = field(default_factory=dict)  # keyword arguments of the model, e.g. {widths: [64, 256, 256]}
-    pretrained: bool = False            # ImageNet weights: an installed weight package, else timm's hub download
-    weights: str | None = None          # local weights file (safetensors / torch), timm or torchvision names
-    strategy: str = "scratch"           # scratch | linear-probe | fine-tune | partial-fine-tune | full
-    freeze_epochs: float = 1.0          # fine-tune, partial-fine-tune: epochs training the head only before unfreezing
-    trainable_stages: int = 2           # partial-fine-tune: the last N stages train; the earlier ones are frozen, run once, cached
-    cached_views: int = 4               # partial-fine-tune: views cached per training image: the image, its mirror, then random resized crops
-    cache_dtype: str = "bf16"           # partial-fine-tune: storage of the cached training views, bf16 | fp32 (val/test always fp32)
-    head_hidden: int = 0                # hidden units of an MLP classifier head (Linear-ReLU-Dropout-Linear); 0 = linear head
-    layer_decay: float = 0.7            # fine-tune: lr multiplier per layer group going down from the head
-    img_size: int | None = None         # upsample batches on the device to this side (None: data's size)
-    img_sizes: list | None = None       # progressive resizing: [[epoch, size], ...], e.g. [[0, 64], [3, 96]]
-    interpolation: str = "bilinear"     # nearest | bilinear | bicubic | area
-    downsize: str = "resize"            # a side below the data's: resize the image, or crop (a random crop, centred at test)
-    feature_cache: bool = True          # linear-probe: train the head on cached backbone features
-    cache_dir: str | None = None        # feature cache folder (default: <data cache>/features)
-    # --- optimisation
-    recipe: str | None = None           # a named recipe (cifarlab config recipes), e.g. airbench94_muon; None = the dataset's own
-    epochs: float = 8.0                 # passes over the training split (fractions allowed)
-    batch_size: int = 2000              # images per optimizer step (all processes together)
-    optimizer: str = "muon"             # muon | sgd | adamw
-    lr: float = 0.24                    # peak learning rate of the filters (muon) or all weights (sgd/adamw)
-    bias_lr: float = 0.053              # peak learning rate of the BatchNorm biases and the whitening bias
-    head_lr: float = 0.67               # peak learning rate of the classifier
-    momentum: float = 0.85              # SGD/Nesterov momentum (beta1 for adamw)
-    muon_momentum: float = 0.6          # Muon's momentum on the conv filters
-    weight_decay: float = 0.004         # decoupled: multiplied by lr/group_lr so it does not scale with lr
-    label_smoothing: float = 0.2        # target mass spread over all classes (Szegedy et al. 2016)
-    loss_reduction: str = "sum"         # sum | mean (airbench sums the per-example losses)
-    schedule: str = "linear"            # linear | cosine | onecycle | constant
-    warmup_epochs: float = 0.0          # linear warmup from 0 to the peak lr, in epochs
-    final_lr_frac: float = 0.0          # lr at the end as a fraction of the peak
-    decay_epochs: float = 0.0           # linear/cosine: peak lr held, then decayed over the last N epochs (warmup-stable-decay); 0 = whole run
-    whiten_bias_epochs: float = 3.0     # the whitening bias trains this long, then is frozen
-    ema: bool = False                   # keep an exponential moving average of the weights
-    ema_decay: float = 0.99             # EMA decay per step
-    # --- numerics and speed
-    precision: str = "auto"             # auto (bf16 where the device has it natively, fp16 + gradient scaler on older GPUs, else fp32) | bf16 | fp16 (CUDA) | fp32
-    channels_last: bool = False         # NHWC memory format (faster convolutions on CPU for the airbench nets)
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int | None = None          # torch intra-op threads; unset: one per physical core this process may use (torch's default, capped)
-    # --- evaluation and control
-    tta: int = 2                        # 0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)
-    tta_fraction: float = 1.0           # selective TTA: the share of each batch, least sure first, given the views
-    eval_batch_size: int = 2000         # images per batch at evaluation and prediction
-    early_stopping_patience: int = 0    # epochs without val improvement; 0 = off (needs val_size > 0)
-    early_stopping_min_delta: float = 0.0  # in top-1 accuracy points (%)
-    on_nan: str = "stop"                # stop | skip-batch: a non-finite loss or gradient stops the run,
-                                        # or skips that batch (counted); non-finite weights always stop it
-    seed: int = 0                       # weights init, data order, augmentation
-    split_seed: int = 0                 # validation split and train_size subset: fixed, so seeds share them (ensembles)
-    progress: bool = True               # progress bar and per-epoch summary lines on the console
+    Raises:
+        ConfigError: a key that does not exist, or a value of the wrong type or out of range.
+    """
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False)
+
+    dataset: str = Field("cifar10", description="cifar10 | cifar100 | folder:PATH | store:PATH | shards:PATH")
+    folder_size: Int = Field(32, ge=8, description="image folders: side the images are brought to when packed")
+    resize_policy: Literal["center-crop", "pad"] = Field("center-crop", description=(
+        "image folders: center-crop (shorter side + centre crop) | pad"))
+    data_dir: str | None = Field(None, description="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    val_size: Int = Field(0, ge=0, description="images carved from train, class-stratified; 0 = none")
+    train_size: Int = Field(0, ge=0, description=(
+        "keep a class-stratified subset of this many training images; 0 = all"))
+    download: bool = Field(True, description="fetch the official tarball when the folder is missing")
+    flip: Literal["none", "random", "alternating"] = Field("alternating", description=(
+        "none | random | alternating (airbench: flip all every other epoch)"))
+    translate: Int = Field(2, ge=0, description="max random shift in pixels (reflect padding)")
+    cutout: Int = Field(0, ge=0, description="side of the zeroed square in pixels; 0 = off (DeVries & Taylor 2017)")
+    mixup: Float = Field(0.0, ge=0, description=(
+        "mixup Beta(alpha, alpha) of image pairs; 0 = off (Zhang et al. 2018)"))
+    cutmix: Float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha) box pasting; 0 = off (Yun et al. 2019)")
+    auto_augment: Literal["none", "trivialaugment"] = Field("none", description=(
+        "none | trivialaugment (per-image op and magnitude, batched; Müller & Hutter 2021)"))
+    random_resized_crop: Float = Field(0.0, ge=0, le=1, description=(
+        "RandomResizedCrop, batched: smallest area fraction of the box, e.g. 0.35; 0 = off"))
+    model: str = Field("airbench94", description="a registered name (cifarlab models) or any timm model name")
+    model_kwargs: dict = Field(default_factory=dict, description=(
+        "keyword arguments of the model, e.g. {widths: [64, 256, 256]}"))
+    pretrained: bool = Field(False, description=(
+        "ImageNet weights: an installed weight package, else timm's hub download"))
+    weights: str | None = Field(None, description=(
+        "local weights file (safetensors / torch), timm or torchvision names"))
+    strategy: Literal[STRATEGIES] = Field("scratch", description=(
+        "scratch | linear-probe | fine-tune | partial-fine-tune | full"))
+    freeze_epochs: Float = Field(1.0, ge=0, description=(
+        "fine-tune, partial-fine-tune: epochs training the head only before unfreezing"))
+    trainable_stages: Int = Field(2, ge=0, description=(
+        "partial-fine-tune: the last N stages train; the earlier ones are frozen, run once, cached"))
+    cached_views: Int = Field(4, ge=1, description=(
+        "partial-fine-tune: views cached per training image: the image, its mirror, then random resized crops"))
+    cache_dtype: Literal["bf16", "fp32"] = Field("bf16", description=(
+        "partial-fine-tune: storage of the cached training views, bf16 | fp32 (val/test always fp32)"))
+    head_hidden: Int = Field(0, ge=0, description=(
+        "hidden units of an MLP classifier head (Linear-ReLU-Dropout-Linear); 0 = linear head"))
+    layer_decay: Float = Field(0.7, gt=0, le=1, description=(
+        "fine-tune: lr multiplier per layer group going down from the head"))
+    img_size: Int | None = Field(None, ge=8, description=(
+        "upsample batches on the device to this side (None: data's size)"))
+    img_sizes: list | None = Field(None, description=(
+        "progressive resizing: [[epoch, size], ...], e.g. [[0, 64], [3, 96]]"))
+    interpolation: Literal["nearest", "bilinear", "bicubic", "area"] = Field("bilinear", description=(
+        "nearest | bilinear | bicubic | area"))
+    downsize: Literal["resize", "crop"] = Field("resize", description=(
+        "a side below the data's: resize the image, or crop (a random crop, centred at test)"))
+    feature_cache: bool = Field(True, description="linear-probe: train the head on cached backbone features")
+    cache_dir: str | None = Field(None, description="feature cache folder (default: <data cache>/features)")
+    recipe: str | None = Field(None, description=(
+        "a named recipe (cifarlab config recipes), e.g. airbench94_muon; None = the dataset's own"))
+    epochs: Float = Field(8.0, gt=0, description="passes over the training split (fractions allowed)")
+    batch_size: Int = Field(2000, gt=0, description="images per optimizer step (all processes together)")
+    optimizer: Literal["muon", "sgd", "adamw"] = Field("muon", description="muon | sgd | adamw")
+    lr: Float = Field(0.24, gt=0, description="peak learning rate of the filters (muon) or all weights (sgd/adamw)")
+    bias_lr: Float = Field(0.053, gt=0, description=(
+        "peak learning rate of the BatchNorm biases and the whitening bias"))
+    head_lr: Float = Field(0.67, gt=0, description="peak learning rate of the classifier")
+    momentum: Float = Field(0.85, description="SGD/Nesterov momentum (beta1 for adamw)")
+    muon_momentum: Float = Field(0.6, description="Muon's momentum on the conv filters")
+    weight_decay: Float = Field(0.004, description=(
+        "decoupled: multiplied by lr/group_lr so it does not scale with lr"))
+    label_smoothing: Float = Field(0.2, ge=0, lt=1, description=(
+        "target mass spread over all classes (Szegedy et al. 2016)"))
+    loss_reduction: Literal["sum", "mean"] = Field("sum", description=(
+        "sum | mean (airbench sums the per-example losses)"))
+    schedule: Literal["linear", "cosine", "onecycle", "constant"] = Field("linear", description=(
+        "linear | cosine | onecycle | constant"))
+    warmup_epochs: Float = Field(0.0, ge=0, description="linear warmup from 0 to the peak lr, in epochs")
+    final_lr_frac: Float = Field(0.0, description="lr at the end as a fraction of the peak")
+    decay_epochs: Float = Field(0.0, ge=0, description=(
+        "linear/cosine: peak lr held, then decayed over the last N epochs (warmup-stable-decay); 0 = whole "
+        "run"))
+    whiten_bias_epochs: Float = Field(3.0, description="the whitening bias trains this long, then is frozen")
+    ema: bool = Field(False, description="keep an exponential moving average of the weights")
+    ema_decay: Float = Field(0.99, ge=0, lt=1, description="EMA decay per step")
+    precision: Literal[PRECISIONS] = Field("auto", description=(
+        "auto (bf16 where the device has it natively, fp16 + gradient scaler on older GPUs, else fp32) | bf16"
+        " | fp16 (CUDA) | fp32"))
+    channels_last: bool = Field(False, description=(
+        "NHWC memory format (faster convolutions on CPU for the airbench nets)"))
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    threads: Int | None = Field(None, gt=0, description=(
+        "torch intra-op threads; unset: one per physical core this process may use (torch's default, capped)"))
+    tta: Literal[TTA_LEVELS] = Field(2, description=(
+        "0 none, 1 mirror, 2 + 2 diagonal 1-pixel shifts (6 views), 3 all 4 (10 views)"))
+    tta_fraction: Float = Field(1.0, gt=0, le=1, description=(
+        "selective TTA: the share of each batch, least sure first, given the views"))
+    eval_batch_size: Int = Field(2000, gt=0, description="images per batch at evaluation and prediction")
+    early_stopping_patience: Int = Field(0, ge=0, description=(
+        "epochs without val improvement; 0 = off (needs val_size > 0)"))
+    early_stopping_min_delta: Float = Field(0.0, description="in top-1 accuracy points (%)")
+    on_nan: Literal["stop", "skip-batch"] = Field("stop", description=(
+        "stop | skip-batch: a non-finite loss or gradient stops the run, or skips that batch (counted); non-"
+        "finite weights always stop it"))
+    seed: Int = Field(0, description="weights init, data order, augmentation")
+    split_seed: Int = Field(0, description=(
+        "validation split and train_size subset: fixed, so seeds share them (ensembles)"))
+    logger: Literal["tensorboard", "mlflow", "wandb", "none"] = Field("tensorboard", description=(
+        "experiment tracker: tensorboard (event files in the run directory), mlflow, wandb (optional extras), none"))
+    progress: bool = Field(True, description="progress bar and per-epoch summary lines on the console")
 
     # ------------------------------------------------------------------ helpers
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigError(one_line(e, type(self).model_fields, _SOURCE.get())) from None
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _cifar_in_any_case(cls, value):
+        return value.lower() if isinstance(value, str) and value.lower() in CIFAR_NAMES else value
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
@@ -167,9 +226,9 @@ class TrainConfig:
         return cls().update(values, source=source)
 
     def update(self, values: dict, source: str = "override") -> "TrainConfig":
-        """Return a copy with ``values`` applied (keys checked, strings coerced to field types)."""
-        known = {f.name: f for f in fields(self)}
-        out = dataclasses.replace(self)
+        """A copy with ``values`` applied: keys checked, command-line strings read as YAML where the
+        key is not text (``--set img_sizes=[[0, 24], [4, 32]]``), every value checked by its type."""
+        known = type(self).model_fields
         values = {k.replace("-", "_"): v for k, v in values.items()}
         for key in sorted(RETIRED.keys() & values.keys()):   # refused unless "off", which changes nothing
             check_retired(key, values.pop(key), source, ConfigError)
@@ -178,69 +237,31 @@ class TrainConfig:
                 close = ", ".join(difflib.get_close_matches(key, known, n=3))
                 raise ConfigError(f"Unknown config key {key!r} in {source}." + (f" Did you mean {close}?" if close else "")
                                   + f" Valid keys: {', '.join(sorted(known))}.")
-            setattr(out, key, _coerce(key, value, getattr(TrainConfig(), key), source))
-        return out
+        merged = {**self.model_dump(), **{k: parsed(known[k].annotation, k, v, source, ConfigError)
+                                          for k, v in values.items()}}
+        token = _SOURCE.set(source)    # what the errors of __init__ name
+        try:
+            return type(self)(**merged)
+        finally:
+            _SOURCE.reset(token)
 
     def validate(self) -> "TrainConfig":
-        """Check ranges and choices; raise `ConfigError` naming the field and the fix."""
+        """Check what involves more than one key (each key's own type and range are checked when it is
+        set); raise `ConfigError` naming the keys and the fix. Returns ``self``."""
         def need(cond, msg):
             if not cond:
                 raise ConfigError(msg)
-        need(self.epochs > 0, f"epochs must be > 0 (got {self.epochs}); e.g. --epochs 8.")
-        need(self.batch_size > 0, f"batch_size must be a positive integer (got {self.batch_size}).")
-        need(self.eval_batch_size > 0, f"eval_batch_size must be positive (got {self.eval_batch_size}).")
-        need(self.val_size >= 0, f"val_size must be >= 0 images (got {self.val_size}).")
-        need(self.train_size >= 0, f"train_size must be >= 0 images; 0 keeps all (got {self.train_size}).")
-        need(self.flip in ("none", "random", "alternating"),
-             f"flip must be none, random or alternating (got {self.flip!r}).")
-        need(self.translate >= 0, f"translate must be >= 0 pixels (got {self.translate}).")
-        need(self.cutout >= 0, f"cutout must be >= 0 pixels (got {self.cutout}).")
-        need(self.mixup >= 0 and self.cutmix >= 0, f"mixup and cutmix are Beta alphas >= 0; 0 = off (got "
-             f"{self.mixup}, {self.cutmix}).")
-        need(self.optimizer in ("muon", "sgd", "adamw"),
-             f"optimizer must be muon, sgd or adamw (got {self.optimizer!r}).")
-        need(self.schedule in ("linear", "cosine", "onecycle", "constant"),
-             f"schedule must be linear, cosine, onecycle or constant (got {self.schedule!r}).")
-        need(self.loss_reduction in ("sum", "mean"), "loss_reduction must be sum or mean.")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
-        need(self.tta in TTA_LEVELS, f"tta must be one of {', '.join(map(str, TTA_LEVELS))} (got {self.tta}).")
-        need(0 < self.tta_fraction <= 1, f"tta_fraction must be in (0, 1] (got {self.tta_fraction}).")
-        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing}).")
-        need(0 <= self.warmup_epochs < self.epochs,
-             f"warmup_epochs ({self.warmup_epochs}) must be >= 0 and below epochs ({self.epochs}).")
-        need(0 <= self.decay_epochs <= self.epochs - self.warmup_epochs, f"decay_epochs ({self.decay_epochs}) must be in "
+        need(self.warmup_epochs < self.epochs,
+             f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs}).")
+        need(self.decay_epochs <= self.epochs - self.warmup_epochs, f"decay_epochs ({self.decay_epochs}) must be in "
              f"[0, epochs - warmup_epochs = {self.epochs - self.warmup_epochs:g}]; 0 decays over the whole run.")
         need(self.decay_epochs == 0 or self.schedule in ("linear", "cosine"), f"decay_epochs applies to the linear and "
              f"cosine schedules, not {self.schedule!r}: set --set schedule=linear or decay_epochs=0.")
-        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (got {self.ema_decay}).")
-        for name in ("lr", "bias_lr", "head_lr"):
-            need(getattr(self, name) > 0, f"{name} must be > 0 (got {getattr(self, name)}).")
-        need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 epochs.")
-        need(self.on_nan in ("stop", "skip-batch"), f"on_nan must be stop or skip-batch (got {self.on_nan!r}).")
         need(self.early_stopping_patience == 0 or self.val_size > 0 or not parse_dataset(self.dataset).is_cifar,
              "early stopping needs a validation split: set --val-size (e.g. 5000) or patience 0.")
-        need(self.threads is None or self.threads > 0, f"threads must be positive (got {self.threads}); leave it out for one per core.")
-        need(self.resize_policy in ("center-crop", "pad"),
-             f"resize_policy must be center-crop or pad (got {self.resize_policy!r}).")
-        need(self.folder_size >= 8, f"folder_size must be >= 8 pixels (got {self.folder_size}).")
-        need(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r}).")
         need(self.strategy not in ("fine-tune", "partial-fine-tune") or self.freeze_epochs < self.epochs,
              f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for {self.strategy}: "
              "otherwise the backbone never unfreezes. Lower --set freeze_epochs or raise --epochs.")
-        need(self.trainable_stages >= 0, f"trainable_stages must be >= 0 (got {self.trainable_stages}).")
-        need(self.cached_views >= 1, f"cached_views must be >= 1 (got {self.cached_views}).")
-        need(self.cache_dtype in ("bf16", "fp32"), f"cache_dtype must be bf16 or fp32 (got {self.cache_dtype!r}).")
-        need(self.head_hidden >= 0, f"head_hidden must be >= 0 units; 0 = a linear head (got {self.head_hidden}).")
-        need(self.auto_augment in ("none", "trivialaugment"),
-             f"auto_augment must be none or trivialaugment (got {self.auto_augment!r}).")
-        need(0 <= self.random_resized_crop <= 1,
-             f"random_resized_crop is an area fraction in (0, 1], 0 = off (got {self.random_resized_crop}).")
-        need(self.freeze_epochs >= 0, f"freeze_epochs must be >= 0 (got {self.freeze_epochs}).")
-        need(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1] (got {self.layer_decay}).")
-        need(self.img_size is None or self.img_size >= 8, f"img_size must be >= 8 pixels (got {self.img_size}).")
-        need(self.interpolation in ("nearest", "bilinear", "bicubic", "area"),
-             f"interpolation must be nearest, bilinear, bicubic or area (got {self.interpolation!r}).")
-        need(self.downsize in ("resize", "crop"), f"downsize must be resize or crop (got {self.downsize!r}).")
         sizes, num = self.img_sizes, (int, float)
         need(sizes is None or (isinstance(sizes, list) and sizes and all(isinstance(p, (list, tuple)) and len(p) == 2
              and all(isinstance(v, num) for v in p) and float(p[0]).is_integer() and p[1] >= 8 for p in sizes)),
@@ -281,32 +302,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"Config file {p} must hold a mapping of key: value pairs.")
     return values
-
-
-def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """Convert CLI strings (``--set epochs=10``) to the type of the field's default; CIFAR names lower-cased."""
-    if key == "dataset" and str(value).lower() in CIFAR_NAMES:
-        return str(value).lower()
-    if not isinstance(value, str) or isinstance(default, str):
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    try:
-        if default is None or isinstance(default, dict):
-            parsed = yaml.safe_load(value)
-            if isinstance(default, dict) and not isinstance(parsed, dict):
-                raise ValueError("expected a mapping such as {widths: [64, 256, 256]}")
-            return parsed
-        if isinstance(default, bool):
-            low = value.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        return type(default)(value)
-    except ValueError as e:
-        raise ConfigError(f"Bad value {value!r} for {key} in {source}: {e}.") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -1,56 +1,60 @@
-"""The documentation of every `TrainConfig` key, read from the comments of its
-field definitions (one source: the help of ``cifarlab train --help`` and ``cifarlab config keys``
+"""The documentation of every `TrainConfig` key: its type, default and description as the
+model declares them (one source: the help of ``cifarlab train --help`` and ``cifarlab config keys``
 cannot drift from the config). Free of torch, like `cifarlab.config`."""
 from __future__ import annotations
 
 import functools
-import inspect
-import re
-from dataclasses import dataclass, fields
+import types
+import typing
+from dataclasses import dataclass
+from typing import Literal, get_args, get_origin
 
-from .config import TrainConfig
-
-_FIELD = re.compile(r"^    (\w+): ([^=]+?) = (.+?)(?:\s+# (.*))?$")
-_MORE = re.compile(r"^\s{8,}# (.*)$")      # a comment line continuing the field above
-_SECTION = re.compile(r"^    # --- (.*)$")
+from .config import SECTIONS, TrainConfig
 
 
 @dataclass(frozen=True)
 class KeyDoc:
-    """One config key: name, type (as annotated), default (the dataclass's), help text, section."""
+    """One config key: name, type (as text), default, help text, section, and its choices (or None)."""
     name: str
     type: str
     default: object
     help: str
     section: str
+    choices: tuple | None = None
+
+
+def type_text(annotation) -> str:
+    """``int``, ``float | None``, ``linear | cosine`` (a choice), ... for an annotation."""
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(type_text(a) for a in get_args(annotation))
+    if get_origin(annotation) is Literal:
+        return " | ".join(map(str, get_args(annotation)))
+    if get_origin(annotation) is typing.Annotated:
+        return type_text(get_args(annotation)[0])
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def choices_of(annotation) -> tuple | None:
+    """The allowed values of a ``Literal`` field (alone or with None), else None."""
+    options = get_args(annotation) if get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    literal = [a for a in options if get_origin(a) is Literal]
+    return get_args(literal[0]) if literal else None
 
 
 @functools.lru_cache(maxsize=1)
 def config_keys() -> tuple[KeyDoc, ...]:
-    """Every `TrainConfig` key in definition order, with the help its source comment gives
-    (read from the source once per process: the parser asks for it several times).
+    """Every `TrainConfig` key in definition order.
 
     Raises:
-        RuntimeError: a field has no comment (a developer error the test suite catches).
+        RuntimeError: a field has no description (a developer error the test suite catches).
     """
-    docs, section, last = {}, "", None
-    for line in inspect.getsource(TrainConfig).splitlines():
-        if m := _SECTION.match(line):
-            section, last = m.group(1).strip(), None
-        elif m := _FIELD.match(line):
-            last = m.group(1)
-            docs[last] = [m.group(2).strip(), (m.group(4) or "").strip(), section]
-        elif last and (m := _MORE.match(line)):
-            docs[last][1] += " " + m.group(1).strip()
-        elif line.strip():
-            last = None
-    defaults = TrainConfig()
-    out = []
-    for f in fields(TrainConfig):
-        typ, text, sec = docs.get(f.name, ("", "", ""))
-        if not text:
-            raise RuntimeError(f"TrainConfig.{f.name} has no comment documenting it")
-        out.append(KeyDoc(f.name, typ, getattr(defaults, f.name), text, sec))
+    defaults, out, section = TrainConfig(), [], ""
+    for name, f in TrainConfig.model_fields.items():
+        if not f.description:
+            raise RuntimeError(f"TrainConfig.{name} has no description")
+        section = SECTIONS.get(name, section)
+        out.append(KeyDoc(name, type_text(f.annotation), getattr(defaults, name), f.description, section,
+                          choices_of(f.annotation)))
     return tuple(out)
 
 

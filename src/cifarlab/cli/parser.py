@@ -8,22 +8,19 @@ import argparse
 import difflib
 
 from ..version import __version__
-from ..config import PRECISIONS, STRATEGIES, TTA_LEVELS
+from ..config import TTA_LEVELS
 from ..config_help import config_keys
 from ..recipes import recipe_config
 
 DESCRIPTION = ("Image classification on CIFAR-10, CIFAR-100 and image folders: train, evaluate, calibrate, "
                "compare, ensemble, report, predict and export. 'cifarlab COMMAND --help' describes each command.")
 
-# flag -> config key, the settings used most (timm's train.py names where it has one); the rest: --set
-FLAGS = {"dataset": str, "data_dir": str, "recipe": str, "model": str, "epochs": float, "batch_size": int,
-         "lr": float, "val_size": int, "train_size": int, "seed": int, "device": str, "threads": int, "tta": int,
-         "precision": str, "optimizer": str, "strategy": str, "weights": str, "img_size": int,
-         "freeze_epochs": float, "schedule": str, "label_smoothing": float, "cutout": int, "mixup": float,
-         "cutmix": float, "trainable_stages": int, "random_resized_crop": float, "auto_augment": str}
-CHOICES = {"precision": list(PRECISIONS), "optimizer": ["muon", "sgd", "adamw"], "tta": list(TTA_LEVELS),
-           "strategy": list(STRATEGIES), "auto_augment": ["none", "trivialaugment"],
-           "schedule": ["linear", "cosine", "onecycle", "constant"]}
+# the config keys with a flag of their own, the settings used most (timm's train.py names where it has
+# one); the rest: --set. Types, choices and help come from the config (`cifarlab.config_help`).
+FLAGS = ("dataset", "data_dir", "recipe", "model", "epochs", "batch_size", "lr", "val_size", "train_size", "seed",
+         "device", "threads", "tta", "precision", "optimizer", "strategy", "weights", "img_size", "freeze_epochs",
+         "schedule", "label_smoothing", "cutout", "mixup", "cutmix", "trainable_stages", "random_resized_crop",
+         "auto_augment", "logger")
 SWITCHES = {"ema": "--ema", "pretrained": "--pretrained", "early_stopping_patience": "--early-stopping",
             "progress": "--no-progress"}
 
@@ -82,10 +79,10 @@ def _config_args(p) -> None:
     docs = {k.name: k for k in config_keys()}
     recipe_cfg = recipe_config("cifar10")
     g = p.add_argument_group("config (flags win over --set, which wins over --config and the recipe)")
-    for key, typ in FLAGS.items():
+    for key in FLAGS:   # values reach the config as text, which it reads by the key's type
         k = docs[key]
-        g.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, choices=CHOICES.get(key),
-                       metavar=None if key in CHOICES else key.upper(),
+        g.add_argument("--" + key.replace("_", "-"), dest=key, default=None, choices=k.choices,
+                       type=type(k.choices[0]) if k.choices else str, metavar=None if k.choices else key.upper(),
                        help=f"{k.help} ({_default_text(key, k.default, recipe_cfg)})")
     g.add_argument("--pretrained", action="store_true", default=None,
                    help=f"{docs['pretrained'].help}; offline, use --weights FILE")

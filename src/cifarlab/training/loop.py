@@ -75,7 +75,7 @@ class Trainer:
         self.st = TrainState()
         self.best_state = None
         self.history: list[dict] = []
-        self.writer = self.console = self.last_x = None
+        self.console = self.last_x = None
 
     # ------------------------------------------------------------------ state in and out
     def restore(self, resume: dict, weights: dict) -> None:
@@ -213,10 +213,6 @@ class Trainer:
         try:
             if self.main:
                 self.run.append_metrics(row)
-                for k in ("train_loss", "train_top1", "val_loss", "val_top1", "images_per_s", "lr_mult"):
-                    if k in row:
-                        self.writer.add_scalar(k, row[k], epoch + 1)
-                self.writer.flush()
             st.next_epoch(epoch + 1)
             if st.best_epoch == epoch and self.main:
                 save_checkpoint(self.run.path, "best", self.best_state)
@@ -231,10 +227,8 @@ class Trainer:
     # ------------------------------------------------------------------ the whole run
     def run_epochs(self) -> FitResult:
         """Train from the current position to the end (or early stop). See `fit` for errors."""
-        from torch.utils.tensorboard import SummaryWriter
         st = self.st
         self.history = self.run.read_metrics() if self.main else []
-        self.writer = SummaryWriter(str(self.run.path)) if self.main else None
         self.console = Console(self.cfg, self.cfg.progress and self.main, self.total_steps, self.spe, self.n_epochs)
         t_start = None
         try:
@@ -272,8 +266,6 @@ class Trainer:
                 f"saved. Continue with: cifarlab train --resume {self.run.path}") from None
         finally:
             self.console.close()
-            if self.writer is not None:
-                self.writer.close()
         return FitResult(self.best_state, st.best_epoch, self.n_epochs, self.history, st.train_seconds,
                          st.images_seen, False, st.skipped_batches)
 

@@ -15,7 +15,7 @@ from ..evaluation import predict_logits
 from ..models import build_model
 from ..runs import RunDir
 from ..runtime import resolve_device
-from ..training import load_model_checkpoint
+from ..training import CheckpointError, load_model_checkpoint
 from .predictions import temperature_of
 from .setup import model_sizes, precision_context
 
@@ -35,6 +35,9 @@ def load_run_model(run_dir, checkpoint: str = "best", device: torch.device | Non
     if Path(run_dir).is_file():
         from .portable import model_from_checkpoint
         return model_from_checkpoint(run_dir, device)
+    if Path(run_dir).suffix in (".safetensors", ".pt", ".pth"):
+        raise CheckpointError(f"Checkpoint file {run_dir} does not exist: give a run directory or a checkpoint "
+                              "file cifarlab wrote (runs/<name>/checkpoint-best.safetensors).")
     rd = RunDir(run_dir)
     rd.require_complete()
     cfg = rd.load_config()

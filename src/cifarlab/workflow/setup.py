@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..config import ConfigError, TrainConfig
 from ..data import Batches, DataSource, MixedBatches, size_schedule, source_for, take
-from ..models import build_model, check_input_size, data_config, is_user_module
+from ..models import WeightsError, build_model, check_input_size, data_config, is_user_module, model_kind
 from ..runs import RunDir
 from ..runtime import Precision, resolve_device, resolve_precision
 from ..training import load_model_checkpoint, projected_passes
 from ..training.health import is_out_of_memory
 from ..training.progress import projection
+from ..training.trackers import check_available
 
 # airbench's data-dependent init (patch whitening) looks at this many training images
 WHITENING_IMAGES = 5000
@@ -200,3 +202,15 @@ def assemble_run(run_dir, checkpoint: str = "best", data_dir: str | None = None)
     s = assemble(cfg, load_weights=False, scoring=True)
     load_model_checkpoint(s.model, rd.checkpoint(checkpoint), f"{cfg.model} ({rd.path})")
     return rd, s
+
+
+def checked_before_work(cfg: TrainConfig) -> TrainConfig:
+    """``cfg``, once its model name, weights file and tracker package are known to exist: refused before
+    any data is read or directory made, so nothing is left behind (`UnknownModelError`, `WeightsError`,
+    `ConfigError`)."""
+    if isinstance(cfg.model, str):
+        model_kind(cfg.model)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise WeightsError(f"Weights file {cfg.weights} does not exist: give the path of a .safetensors or .pt file.")
+    check_available(cfg)  # the tracker's package
+    return cfg

@@ -29,7 +29,7 @@ config has since changed is an error (delete it or rename the entry).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -115,6 +115,10 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
         SuiteError: unreadable YAML, unknown keys or models, bad values (with line numbers).
     """
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{path} is a folder, not a suite file. 'cifarlab compare SUITE.yaml' trains and compares "
+                         f"the runs a suite lists; for runs already trained: cifarlab report {path} --out report.html, "
+                         f"or cifarlab ensemble {path}")
     try:
         text = path.read_text()
     except OSError as e:
@@ -130,7 +134,7 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
     for k in data:
         if k not in SUITE_KEYS:
             raise _unknown("suite key", k, SUITE_KEYS, at(k))
-    config_keys = {f.name for f in fields(TrainConfig)}
+    config_keys = set(TrainConfig.model_fields)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise SuiteError(f"{at('defaults')}: 'defaults' must be a mapping of config keys.")

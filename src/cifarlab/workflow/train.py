@@ -21,7 +21,7 @@ from ..data.augment import tta_view_count
 from ..evaluation import classification_metrics, inference_throughput, loss_and_top1, predict_logits
 from ..evaluation.calibration import calibration_summary
 from ..files import StorageError, remove_stale_temps
-from ..models import WeightsError, count_parameters, model_kind, register_module
+from ..models import count_parameters, register_module
 from ..recipes import resolve_config
 from ..render import write_confusion, write_per_class
 from ..render.plots import plot_curves
@@ -31,9 +31,11 @@ from ..runtime import Precision, default_threads, environment, num_threads, reso
 from ..training import (ResumePoint, TrainingDiverged, caches_trunk, check_distributable, distributed, fit_strategy,
                         load_resume_point)
 from ..training.progress import say
+from ..training.trackers import tracking
 from .portable import checkpoint_metadata, stamp_run_checkpoints
 from .predictions import predictions_of, save_predictions
-from .setup import Setup, assemble, assemble_run, check_default_input_size, precision_context, projection_line
+from .setup import (Setup, assemble, assemble_run, check_default_input_size, checked_before_work, precision_context,
+                    projection_line)
 
 
 def run_config(config: TrainConfig | dict | str | os.PathLike | None, overrides: dict) -> TrainConfig:
@@ -127,7 +129,7 @@ def _config_and_resumed(config, resume, overrides: dict) -> tuple[TrainConfig, R
     """The validated config of a new run (and None), or of the run ``resume`` names (and its directory),
     checked against what the saved training state can follow."""
     if resume is None:
-        return _checked_before_work(run_config(config, overrides)), None
+        return checked_before_work(run_config(config, overrides)), None
     rd = RunDir(resume)
     saved = rd.load_config()
     cfg = (config if isinstance(config, TrainConfig) else saved).update(overrides).validate()
@@ -135,16 +137,6 @@ def _config_and_resumed(config, resume, overrides: dict) -> tuple[TrainConfig, R
     if rd.is_complete():
         raise RunDirError(f"{rd.path} is already complete; nothing to resume.")
     return cfg, rd
-
-
-def _checked_before_work(cfg: TrainConfig) -> TrainConfig:
-    """``cfg``, once its model name and weights file are known to exist: refused before any data is
-    read or run directory made, so a refused run leaves nothing behind (`UnknownModelError`, `WeightsError`)."""
-    if isinstance(cfg.model, str):
-        model_kind(cfg.model)
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise WeightsError(f"Weights file {cfg.weights} does not exist: give the path of a .safetensors or .pt file.")
-    return cfg
 
 
 def _new_run_dir(cfg: TrainConfig, run_dir, env) -> RunDir:
@@ -215,18 +207,21 @@ def _fit_and_record(job: Job) -> Run:
     val_fn = None
     if s.pipes["val"] is not None:
         val_fn = lambda m: loss_and_top1(*predict_logits(m, s.pipes["val"].ordered(), s.ctx, tta=0))
-    fitted = fit_strategy(s.model, s.pipes, cfg, rd, job.device, s.ctx, s.source.location, loss_and_top1, val_fn,
-                          resume=state, resume_weights=weights, callbacks=job.callbacks, dist_env=env)
-    if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
-        distributed.shutdown(env)
-        return Run(rd.path, cfg, [], {})
-    results = _score(s, rd, fitted.result, job.started, prep_seconds, fitted.logits)
-    if fitted.cache is not None:
+    with tracking(cfg, rd, env.is_main) as tracker:
+        callbacks = tuple(job.callbacks) + ((tracker,) if tracker is not None else ())
+        fitted = fit_strategy(s.model, s.pipes, cfg, rd, job.device, s.ctx, s.source.location, loss_and_top1, val_fn,
+                              resume=state, resume_weights=weights, callbacks=callbacks, dist_env=env)
+        if not env.is_main:  # rank 0 scores and writes; the others wait for it and leave
+            distributed.shutdown(env)
+            return Run(rd.path, cfg, [], {})
+        results = _score(s, rd, fitted.result, job.started, prep_seconds, fitted.logits)
         results.feature_cache = fitted.cache
-    if env.enabled:
-        results.distributed = {"world_size": env.world, "backend": torch.distributed.get_backend()}
-    rd.write_results(results)
-    plot_curves(rd.file(CURVES_FILE), {rd.path.name: rd.read_metrics()})
+        if env.enabled:
+            results.distributed = {"world_size": env.world, "backend": torch.distributed.get_backend()}
+        rd.write_results(results)
+        plot_curves(rd.file(CURVES_FILE), {rd.path.name: rd.read_metrics()})
+        if tracker is not None:
+            tracker.finish(results.to_dict(), rd)
     rd.set_status("complete")
     distributed.shutdown(env)
     return Run(rd.path, cfg, rd.read_metrics(), results.to_dict())
