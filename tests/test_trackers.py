@@ -52,3 +52,14 @@ def test_a_missing_tracker_package_is_named_with_its_install(cifar10_dir, tmp_pa
     monkeypatch.setitem(sys.modules, logger, None)   # import fails as if not installed
     with pytest.raises(ConfigError, match=f"pip install {logger}"):
         cifarlab.train(tiny_config(cifar10_dir, epochs=1, logger=logger), run_dir=tmp_path / "run")
+
+
+def test_wandb_offline_records_the_config_and_the_test_metrics(cifar10_dir, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = cifarlab.train(tiny_config(cifar10_dir, epochs=2, logger="wandb"), run_dir=tmp_path / "run")
+    logs = list((run.path / "wandb").glob("offline-run-*/run-*.wandb"))   # what `wandb sync` would upload
+    assert len(logs) == 1
+    data = logs[0].read_bytes()
+    assert all(key in data for key in (b"test_top1", b"loss/train", b"top1/train", b"label_smoothing"))
