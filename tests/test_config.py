@@ -117,8 +117,8 @@ def test_a_saved_config_reproduces_its_run_exactly(cifar10_dir, tmp_path, capsys
     second = Run.load(tmp_path / "b")
     for key, value in first.config.to_dict().items():
         assert getattr(second.config, key) == value, key
-    assert len(first.metrics) == len(second.metrics) == 8
-    for r1, r2 in zip(first.metrics, second.metrics):
+    assert len(first.rows) == len(second.rows) == 8
+    for r1, r2 in zip(first.rows, second.rows):
         assert (r1["train_loss"], r1["train_top1"], r1["step"]) == (r2["train_loss"], r2["train_top1"], r2["step"])
     assert first.results["test"]["top1"] == second.results["test"]["top1"]
     assert first.results["test"]["loss"] == second.results["test"]["loss"]

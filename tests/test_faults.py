@@ -58,7 +58,7 @@ def assert_same_as_reference(run_dir: Path, ref, released: bool | None = True) -
     assert got["best_epoch"] == want["best_epoch"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     keys = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1")
-    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref["run"].metrics]
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref["run"].rows]
     for name in ("best", "last"):
         a = load_weights(run_dir / f"checkpoint-{name}.safetensors")
         b = load_weights(ref["run"].path / f"checkpoint-{name}.safetensors")
@@ -340,7 +340,7 @@ def test_the_issues_lr_1e9_run_exits_3_without_results(ref, tmp_path, capsys):
 def test_skip_batch_skips_and_counts_then_gives_up_on_a_streak(ref, tmp_path, monkeypatch):
     _poison_step(monkeypatch, {3, 8})
     run = cifarlab.train(ref["config"], run_dir=tmp_path / "skip", on_nan="skip-batch")
-    assert run.results["skipped_batches"] == 2 and run.metrics[-1]["skipped_batches"] == 2
+    assert run.results["skipped_batches"] == 2 and run.rows[-1]["skipped_batches"] == 2
     assert np.isfinite(run.results["test"]["loss"])
     _poison_step(monkeypatch, set(range(2, 40)))
     with pytest.raises(TrainingDiverged, match="after 10 skipped batches in a row"):

@@ -20,7 +20,10 @@ def test_quickstart_notebook_executes(cifar10_dir, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # samples, preview, curves, confusion matrix, top losses
+    assert len(images) >= 5  # samples, show_batch, curves, confusion matrix, top losses: figures shown inline
+    shown = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("test top1" in h and "recipe" in h for h in shown)            # the Run's own view
+    assert any("val_top1" in h for h in shown)                               # run.metrics, a DataFrame
     last = nb.cells[-1].outputs[-1]["data"]["text/plain"]
     assert last.startswith("[(") and "'" in last  # [(class, probability), ...]
     assert os.path.isfile(tmp_path / "out" / "run" / "results.json")

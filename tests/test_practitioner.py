@@ -216,7 +216,7 @@ def test_mixed_batches_yield_soft_targets_for_training_and_plain_ones_for_evalua
 
 def test_training_with_mixup_and_cutmix_runs_with_finite_losses(cifar10_dir, tmp_path):
     run = cifarlab.train(tiny_config(cifar10_dir, mixup=0.2, cutmix=1.0, tta=0, epochs=2), run_dir=tmp_path / "r")
-    assert all(np.isfinite(m["train_loss"]) for m in run.metrics) and run.results["test"]["top1"] > 10
+    assert all(np.isfinite(m["train_loss"]) for m in run.rows) and run.results["test"]["top1"] > 10
 
 
 # ---------------------------------------------------------------- models that travel
@@ -270,7 +270,10 @@ def test_export_timm_round_trip_gives_identical_logits(cifar10_dir, tmp_path, mo
     monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
     info = cifarlab.export_timm(run.path, out, push_to_hub="me/cifar-test")
     assert info["max_abs_diff"] < 1e-5 and pushed == {"repo": "me/cifar-test",
-                                                      "files": ["config.json", "model.safetensors"]}
+                                                      "files": ["README.md", "config.json", "model.safetensors"]}
+    card = (out / "README.md").read_text()   # the model card
+    assert f"top-1 {run.results['test']['top1']:.2f}%" in card and 'create_model("hf-hub:me/cifar-test"' in card
+    assert "library_name: timm" in card and ", ".join(run.results["classes"]) in card
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["label_names"] == run.results["classes"] and cfg["num_classes"] == 10

@@ -72,7 +72,7 @@ def test_auto_run_equals_the_explicit_precision_it_chose(cifar10_dir, tmp_path, 
     auto = cifarlab.train(tiny_config(cifar10_dir, epochs=2), run_dir=tmp_path / "auto")
     bf16 = cifarlab.train(tiny_config(cifar10_dir, epochs=2, precision="bf16"), run_dir=tmp_path / "bf16")
     assert auto.results["test"]["loss"] == bf16.results["test"]["loss"]
-    assert [r["train_loss"] for r in auto.metrics] == [r["train_loss"] for r in bf16.metrics]
+    assert [r["train_loss"] for r in auto.rows] == [r["train_loss"] for r in bf16.rows]
     rec = auto.results["precision"]
     assert rec["requested"] == "auto" and rec["used"] == "bf16" and rec["muon_matmul"] == "bfloat16"
     assert auto.results["environment"]["cpu_native_bf16"] == "avx512_bf16"
@@ -123,7 +123,7 @@ def test_fp16_resume_restores_the_scaler_and_matches_the_uninterrupted_run(cifar
     resumed = cifarlab.train(resume=tmp_path / "part")
     assert resumed.results["skipped_batches"] == full.results["skipped_batches"] >= 1
     assert resumed.results["test"]["loss"] == pytest.approx(full.results["test"]["loss"], abs=1e-6)
-    assert [r["train_loss"] for r in resumed.metrics] == pytest.approx([r["train_loss"] for r in full.metrics])
+    assert [r["train_loss"] for r in resumed.rows] == pytest.approx([r["train_loss"] for r in full.rows])
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -20,7 +20,7 @@ def test_tensorboard_overlays_train_and_val_and_records_hparams_with_test_metric
     assert {"loss/train", "loss/val", "top1/train", "top1/val", "lr/multiplier"} <= scalars
     top1 = [e.value for r in mux.Runs() for e in (mux.Scalars(r, "top1/val") if "top1/val" in
             mux.Runs()[r].get("scalars", []) else [])]
-    assert len(top1) == 2 and top1[-1] == pytest.approx(run.metrics[-1]["val_top1"])
+    assert len(top1) == 2 and top1[-1] == pytest.approx(run.rows[-1]["val_top1"])
     hparams = mux.PluginRunToTagToContent("hparams")
     assert hparams and any("_hparams_/session_start_info" in tags for tags in hparams.values())
     test = [e.value for r in mux.Runs() if "test_top1" in mux.Runs()[r].get("scalars", [])

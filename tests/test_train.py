@@ -50,7 +50,7 @@ def test_validation_split_and_early_stopping(cifar10_dir, tmp_path):
     cfg = tiny_config(cifar10_dir, val_size=50, epochs=30, early_stopping_patience=2,
                       early_stopping_min_delta=100.0)  # no epoch can improve by 100 points: stop after 3
     run = cifarlab.train(cfg, run_dir=tmp_path / "run")
-    rows = run.metrics
+    rows = run.rows
     assert len(rows) == 3 and all("val_top1" in r for r in rows)
     assert run.results["stopped_early"] and run.results["epochs_run"] == 3
     best = max(range(3), key=lambda i: rows[i]["val_top1"])
@@ -81,9 +81,9 @@ def test_resume_matches_uninterrupted_run(cifar10_dir, tmp_path, stop_step):
     resumed = cifarlab.train(resume=tmp_path / "part")
     assert resumed.results["test"]["top1"] == full.results["test"]["top1"]
     assert resumed.results["test"]["loss"] == pytest.approx(full.results["test"]["loss"], abs=1e-6)
-    for a, b in zip(full.metrics, resumed.metrics):
+    for a, b in zip(full.rows, resumed.rows):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
-    assert len(resumed.metrics) == len(full.metrics)
+    assert len(resumed.rows) == len(full.rows)
 
 
 def test_resume_with_validation_and_early_stopping_restores_the_best(cifar10_dir, tmp_path):
@@ -97,7 +97,7 @@ def test_resume_with_validation_and_early_stopping_restores_the_best(cifar10_dir
     for key in ("best_epoch", "epochs_run", "stopped_early"):
         assert resumed.results[key] == full.results[key], key
     assert resumed.results["test"]["top1"] == full.results["test"]["top1"]
-    assert [r["val_top1"] for r in resumed.metrics] == [r["val_top1"] for r in full.metrics]
+    assert [r["val_top1"] for r in resumed.rows] == [r["val_top1"] for r in full.rows]
     a, b = (load_weights(tmp_path / d / "checkpoint-best.safetensors") for d in ("full", "part"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -128,7 +128,7 @@ def test_tampered_train_state_is_refused_at_resume(cifar10_dir, tmp_path):
 
 def test_train_size_keeps_a_stratified_subset(cifar10_dir, tmp_path):
     run = cifarlab.train(tiny_config(cifar10_dir, train_size=100, epochs=1), run_dir=tmp_path / "run")
-    assert run.results["train_images"] == 100 and run.metrics[0]["step"] == 2   # 100 images, batch 50
+    assert run.results["train_images"] == 100 and run.rows[0]["step"] == 2   # 100 images, batch 50
 
 
 def test_cli_models_lists_the_registry(capsys):

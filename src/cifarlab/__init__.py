@@ -21,12 +21,12 @@ from .recipes import RECIPES, recipe_config, resolve_config
 from .version import __version__
 
 # name -> module: imported on first use, so `import cifarlab` stays light (torch loads when needed)
-_LAZY = {"train": "workflow", "evaluate": "workflow", "lr_find": "workflow", "Run": "runs",
+_LAZY = {"train": "workflow", "evaluate": "workflow", "lr_find": "workflow", "Run": "workflow",
          "compare_runs": "workflow", "ensemble_runs": "workflow", "build_report": "workflow",
          "interpret_run": "workflow", "predict_images": "workflow", "run_predictions": "workflow",
          "export_onnx": "workflow", "load_suite": "workflow", "run_suite": "workflow", "calibrate": "workflow",
          "load": "workflow", "Classifier": "workflow", "export_timm": "workflow", "describe_dataset": "workflow",
-         "preview_batches": "workflow"}
+         "preview_batches": "workflow", "show_batch": "workflow"}
 SUBPACKAGES = ("workflow", "data", "models", "training", "evaluation", "render")
 
 

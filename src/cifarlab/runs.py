@@ -106,15 +106,26 @@ class RunDirError(RuntimeError):
 
 @dataclass
 class Run:
-    """A run directory read back: its config, per-epoch metrics and final results.
+    """A run directory read back: its config, per-epoch metrics (``rows``: the ``metrics.jsonl``
+    records; ``metrics``: the same as a pandas DataFrame) and final results (``results.json``).
 
     Usable wherever a run directory's path is (``os.PathLike``): ``cifarlab.evaluate(run)``,
     ``compare_runs([run_a, run_b])``.
     """
     path: Path
     config: TrainConfig
-    metrics: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
     results: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self):
+        """One row per epoch (``epoch`` from 1), the columns of ``metrics.jsonl``: a ``pandas.DataFrame``."""
+        import pandas as pd
+        frame = pd.DataFrame(self.rows)
+        if "epoch" in frame:
+            frame["epoch"] += 1
+            frame = frame.set_index("epoch")
+        return frame
 
     @property
     def test_top1(self) -> float | None:

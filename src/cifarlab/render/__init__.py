@@ -1,4 +1,4 @@
 """Reports: matplotlib figures and tables built from metrics computed elsewhere."""
-from .figures import plot_lr_find, write_confusion, write_per_class
+from .figures import confusion_figure, plot_lr_find, write_confusion, write_per_class
 
-__all__ = ["write_confusion", "write_per_class", "plot_lr_find"]
+__all__ = ["write_confusion", "confusion_figure", "write_per_class", "plot_lr_find"]

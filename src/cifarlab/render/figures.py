@@ -16,8 +16,6 @@ def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str], stem:
                     title: str = "Confusion matrix (row-normalized)") -> tuple[Path, Path]:
     """Write ``{stem}.csv`` (counts, rows = true class) and ``{stem}.png`` (row-normalized to %,
     so each row reads as where that class's images went)."""
-    plt = pyplot()
-
     out_dir = Path(out_dir)
     csv_path, png_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.png"
     with open(csv_path, "w", newline="") as f:
@@ -25,6 +23,16 @@ def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str], stem:
         w.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, counts):
             w.writerow([name, *map(int, row)])
+    fig = confusion_figure(counts, classes, title)
+    fig.savefig(png_path, dpi=110)
+    return csv_path, png_path
+
+
+def confusion_figure(counts: np.ndarray, classes: list[str], title: str = "Confusion matrix (row-normalized)"):
+    """The confusion matrix ``counts`` (C, C) int (row = true class) row-normalized to %, each row read
+    as where that class's images went; the percentages printed up to 20 classes. A matplotlib
+    ``Figure`` (closed in pyplot)."""
+    plt = pyplot()
     pct = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
     n = len(classes)
     size = max(5.0, 0.28 * n + 2)
@@ -42,9 +50,8 @@ def write_confusion(out_dir: Path, counts: np.ndarray, classes: list[str], stem:
                 ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if pct[i, j] > 50 else "black")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
     plt.close(fig)
-    return csv_path, png_path
+    return fig
 
 
 def write_per_class(out_dir: Path, metrics: dict, classes: list[str]) -> tuple[Path, Path]:

@@ -40,7 +40,14 @@ def plot_reliability(path: Path, bins: dict, ece: float, title: str = "Reliabili
 
 
 def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes: list[str], cols: int = 8) -> Path:
-    """Grid of the top-loss images with true / predicted label and probabilities.
+    """`top_losses_figure` written to the PNG file ``path``."""
+    top_losses_figure(images, entries, classes, cols).savefig(path, dpi=100)
+    return Path(path)
+
+
+def top_losses_figure(images: np.ndarray, entries: list[dict], classes: list[str], cols: int = 8):
+    """Grid of the top-loss images with true / predicted label and probabilities; a matplotlib
+    ``Figure`` (closed in pyplot).
 
     Args:
         images: uint8 (k, 3, H, W) RGB, one per entry (in the entries' order).
@@ -49,7 +56,7 @@ def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes
     plt = pyplot()
     k = len(entries)
     rows = max(1, -(-k // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows + 0.4), squeeze=False)  # room for 2-line titles
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, e in zip(axes.flat, images, entries):
@@ -57,10 +64,9 @@ def plot_top_losses(path: Path, images: np.ndarray, entries: list[dict], classes
         ax.set_title(f"true {classes[e['true']]} {e['prob_true']:.2f}\npred {classes[e['predicted']]} "
                      f"{e['prob_predicted']:.2f}", fontsize=6.5)
     fig.suptitle("Top losses (true label, its probability / predicted label, its probability)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.tight_layout(h_pad=1.5)
     plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def plot_class_counts(path: Path, counts: dict[str, np.ndarray], classes: list[str]) -> Path:
@@ -112,7 +118,13 @@ def plot_class_samples(path: Path, images: np.ndarray, labels: np.ndarray, class
 
 
 def plot_image_grid(path: Path, images: np.ndarray, titles: list[str], title: str, cols: int = 8) -> Path:
-    """A grid of images with a caption each.
+    """`image_grid_figure` written to the PNG file ``path``."""
+    image_grid_figure(images, titles, title, cols).savefig(path, dpi=110)
+    return Path(path)
+
+
+def image_grid_figure(images: np.ndarray, titles: list[str], title: str, cols: int = 8):
+    """A grid of images with a caption each; a matplotlib ``Figure`` (closed in pyplot).
 
     Args:
         images: float (N, 3, H, W) RGB in [0, 1] (clipped), or uint8 (N, 3, H, W).
@@ -130,6 +142,5 @@ def plot_image_grid(path: Path, images: np.ndarray, titles: list[str], title: st
             ax.set_title(titles[i][:24], fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Path(path)
+    return fig

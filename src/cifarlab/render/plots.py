@@ -7,12 +7,22 @@ from .mpl import pyplot
 
 
 def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
+    """`curves_figure` written to the PNG file ``path``."""
+    fig = curves_figure(curves)
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def curves_figure(curves: dict[str, list[dict]]):
     """Three panels per epoch, one line per run: loss (train solid, validation dashed), top-1
     accuracy (train solid, validation dashed) and the learning-rate multiplier of the schedule.
 
     Args:
         curves: run name -> ``metrics.jsonl`` rows (``epoch``, ``train_loss``, ``train_top1``,
             ``lr_mult``, optional ``val_loss`` / ``val_top1``).
+
+    Returns:
+        A matplotlib ``Figure`` (closed in pyplot: saving or showing it is the caller's).
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -37,9 +47,8 @@ def plot_curves(path: Path, curves: dict[str, list[dict]]) -> Path:
         ax.grid(alpha=0.3)
     axes[2].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def plot_tradeoff(path: Path, rows: list[dict], x: str, xlabel: str, log_x: bool = False) -> Path:

@@ -12,7 +12,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import open_source
-from ..render.interpret import plot_image_grid
+from ..render.interpret import image_grid_figure
 from ..runs import write_json
 from .report import dataset_figures
 from .setup import assemble
@@ -51,11 +51,27 @@ def describe_dataset(dataset: str, out_dir, data_dir: str | None = None, per_cla
 
 def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_file, images: int = 32,
                     epoch: int = 0, **overrides) -> Path:
-    """Draw the first ``images`` training images of ``epoch`` as the model receives them: the config's
-    flips, translations, cutout, on-device resizing, then mixup/CutMix, normalization undone for
-    display. Captions name the class (mixed: the two largest target shares, label smoothing included). ``config`` as in
-    `cifarlab.train`; the model is built without pretrained weights (only its input
-    settings matter).
+    """`show_batch` written to the PNG file ``out_file`` (``.png`` added without a suffix); its path.
+
+    Raises:
+        ConfigError: as `cifarlab.train`; likewise DataError and UnknownModelError.
+    """
+    out = Path(out_file)
+    out = out if out.suffix else out.with_suffix(".png")  # the name matplotlib would write
+    fig = show_batch(config, images, epoch, **overrides)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def show_batch(config: TrainConfig | dict | str | os.PathLike | None = None, images: int = 32, epoch: int = 0,
+               **overrides):
+    """The first ``images`` training images of ``epoch`` as the model receives them (fastai's
+    ``show_batch``): the config's flips, translations, cutout, on-device resizing, then mixup/CutMix,
+    normalization undone for display. Captions name the class (mixed: the two largest target shares,
+    label smoothing included). ``config`` as in `cifarlab.train`; the model is built without
+    pretrained weights (only its input settings matter). Returns a matplotlib ``Figure``, which a
+    notebook shows inline.
 
     Raises:
         ConfigError: as `cifarlab.train`; likewise DataError and UnknownModelError.
@@ -76,8 +92,4 @@ def preview_batches(config: TrainConfig | dict | str | os.PathLike | None, out_f
         captions = [s.source.classes[int(c)] for c in y]
     mean = torch.tensor(s.normalization["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(s.normalization["std"]).view(1, 3, 1, 1)
-    shown = (x.cpu() * std + mean).numpy()
-    out = Path(out_file)
-    out = out if out.suffix else out.with_suffix(".png")  # the name matplotlib would write
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return plot_image_grid(out, shown, captions, title)
+    return image_grid_figure((x.cpu() * std + mean).numpy(), captions, title)

@@ -62,11 +62,34 @@ def export_timm(run_dir, out_dir, push_to_hub: str | None = None, check: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"path": str(out), "architecture": model.pretrained_cfg.get("architecture", cfg.model),
             "num_classes": len(results["classes"]), "input_size": [3, side, side]}
+    (out / "README.md").write_text(model_card(cfg, results, info, push_to_hub))
     if check:
         info["max_abs_diff"] = _parity(model, out, side)
     if push_to_hub:
         info["hub_url"] = push_folder(out, push_to_hub)
     return info
+
+
+def model_card(cfg, results: dict, info: dict, repo: str | None = None) -> str:
+    """The folder's ``README.md`` (a Hugging Face model card): what was trained on what, the test
+    figures, and how to load it with timm."""
+    test, calib = results.get("test", {}), results.get("calibration") or {}
+    where = f"hf-hub:{repo}" if repo else "local-dir:PATH/TO/THIS/FOLDER"
+    figures = ", ".join(f"{name} {test[key]:.2f}%" for key, name in (("top1", "top-1"), ("top5", "top-5"), ("ece", "ECE"))
+                        if test.get(key) is not None)
+    lines = ["---", "library_name: timm", "tags: [image-classification, timm, cifarlab]", "---", "",
+             f"# {info['architecture']} on {cfg.dataset}", "",
+             f"Trained with cifarlab: `{cfg.model}`, strategy `{cfg.strategy}`"
+             + (f" (recipe `{cfg.recipe}`)" if cfg.recipe else "") + f", {cfg.epochs:g} epochs"
+             + (f", {cfg.train_size} training images" if cfg.train_size else "") + f", input {info['input_size'][-1]} px.",
+             "", f"Test set: {figures or 'not scored'}"
+             + (f"; temperature scaling T = {calib['temperature']:.3f} (test ECE after it "
+                f"{calib['test_ece_after']:.2f}%)." if calib.get("temperature") and "test_ece_after" in calib else "."),
+             "", "Classes: " + ", ".join(results["classes"]) + ".", "", "```python", "import timm",
+             f'model = timm.create_model("{where}", pretrained=True).eval()',
+             "cfg = timm.data.resolve_data_config({}, model=model)   # the run's input size and normalization",
+             "transform = timm.data.create_transform(**cfg)", "```", ""]
+    return "\n".join(lines)
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from .predictions import run_predictions
 from .suite_file import resolve_runs
 
 
-def _dataset_of(cfg, data_dir: str | None = None):
+def dataset_of(cfg, data_dir: str | None = None):
     """The run's dataset as it was trained on (never downloads)."""
     return load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=False, size=cfg.folder_size,
                         policy=cfg.resize_policy, progress=False)
@@ -70,7 +70,7 @@ def interpret_run(run_dir, test_images: np.ndarray | None = None, top_k: int = 1
             "top_losses": top_losses(probs, labels, k=top_k), "notes": []}
     if test_images is None:
         try:
-            test_images = _dataset_of(rd.load_config(), data_dir).test.images
+            test_images = dataset_of(rd.load_config(), data_dir).test.images
         except Exception as e:  # the figure is optional; the numbers above are not
             info["notes"].append(f"top-loss grid skipped: the test images could not be loaded ({e})")
     if test_images is not None:
@@ -156,7 +156,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     datasets = {}
     for ds_name, members in by_dataset.items():
         try:
-            datasets[ds_name] = _dataset_of(RunDir(members[0]).load_config(), data_dir)
+            datasets[ds_name] = dataset_of(RunDir(members[0]).load_config(), data_dir)
         except Exception as e:  # the report still renders without the images
             datasets[ds_name] = None
             sections.append((f"Dataset {ds_name}", f"<p>not available: {e}</p>"))

@@ -25,7 +25,7 @@ from ..models import count_parameters, register_module
 from ..recipes import resolve_config
 from ..render import write_confusion, write_per_class
 from ..render.plots import plot_curves
-from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, Run, RunDir, RunDirError,
+from ..runs import (CURVES_FILE, EVALUATION_FILE, INTERPRETATION_DIR, Results, RunDir, RunDirError,
                     generate_run_name)
 from ..runtime import Precision, default_threads, environment, num_threads, resolve_device, tune_malloc
 from ..training import (ResumePoint, TrainingDiverged, caches_trunk, check_distributable, distributed, fit_strategy,
@@ -33,6 +33,7 @@ from ..training import (ResumePoint, TrainingDiverged, caches_trunk, check_distr
 from ..training.progress import say
 from ..training.trackers import tracking
 from .portable import checkpoint_metadata, stamp_run_checkpoints
+from .notebook import Run
 from .predictions import predictions_of, save_predictions
 from .setup import (Setup, assemble, assemble_run, check_default_input_size, checked_before_work, precision_context,
                     projection_line)
