@@ -50,9 +50,16 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
     }
 
 
-def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
-    """Rows for ``run_dirs`` (run directories or `Run` objects, in order);
-    with ``out_dir``, also writes ``comparison.csv`` / ``.md``."""
+def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None):
+    """The comparison of ``run_dirs`` (run directories or `Run` objects, in order) as a
+    ``pandas.DataFrame``, one row per run (`comparison_row`'s columns); with ``out_dir``, also writes
+    ``comparison.csv`` / ``.md``."""
+    import pandas as pd
+    return pd.DataFrame(comparison_rows(run_dirs, out_dir, data_dir))
+
+
+def comparison_rows(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
+    """`compare_runs` as a list of `comparison_row` dicts."""
     rows = [comparison_row(p, data_dir) for p in run_dirs]
     if out_dir is not None:
         out = Path(out_dir)

@@ -23,7 +23,7 @@ from ..render.interpret import plot_class_counts, plot_class_samples, plot_relia
 from ..render.plots import plot_curves, plot_tradeoff
 from ..render.table import to_html
 from ..runs import INTERPRETATION_DIR, RunDir, write_json
-from .compare import compare_runs
+from .compare import comparison_rows
 from .ensemble import ensemble_runs, overlap_summary
 from .predictions import run_predictions
 from .suite_file import resolve_runs
@@ -120,7 +120,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     out_file = Path(out_file)
     assets = out_file.with_name(out_file.stem + "_files")
     assets.mkdir(parents=True, exist_ok=True)
-    rows = compare_runs(runs, data_dir=data_dir)
+    rows = comparison_rows(runs, data_dir=data_dir)
     sections = [("Comparison", to_html(rows) + f"<p class='meta'>{len(rows)} runs. ECE: expected calibration "
                  "error, 15 bins (Guo et al. 2017); T, ECE (T), NLL (T): temperature scaling fitted on the run's "
                  "validation split, and the test ECE and NLL after it. Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import config_diff
 from ..files import lock_folder
 from ..runs import RunDir, RunDirError
-from .compare import compare_runs
+from .compare import comparison_rows
 from .ensemble import ensemble_runs
 from .errors import USER_ERRORS
 from .report import build_report
@@ -76,7 +76,7 @@ def _run(suite: Suite, progress, log) -> SuiteResult:
             log(f"{tag}: failed: {e}")
     if not result.completed:
         return result
-    result.rows = compare_runs(result.completed, suite.out)
+    result.rows = comparison_rows(result.completed, suite.out)
     if suite.ensemble is not None:
         chosen = suite.ensemble.get("runs")
         members = [p for p in result.completed if not chosen or p.name in chosen]
