@@ -70,11 +70,11 @@ def test_dir_of_the_package_lists_the_lazy_names_without_importing_torch():
     assert out == ["True", "True", "True", "False"]
 
 
-def test_a_missing_checkpoint_file_and_a_folder_given_as_a_suite_say_what_would_work(capsys, tmp_path):
+def test_a_missing_checkpoint_file_and_a_folder_without_runs_say_what_would_work(capsys, tmp_path):
     assert cli_main(["predict", str(tmp_path / "missing.safetensors"), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Checkpoint file" in err and "does not exist" in err and "run directory or a checkpoint" in err
     (tmp_path / "runs").mkdir()
     assert cli_main(["compare", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "is a folder, not a suite file" in err and "cifarlab report" in err and err.count("\n") == 1
+    assert "holds no run directories" in err and err.count("\n") == 1

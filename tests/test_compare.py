@@ -169,6 +169,8 @@ SUITE_ERRORS = [  # (suite text, what the error must say: file:line, the problem
     ("runs:\n  - name: a\n    epochs: -3\n", r"s.yaml:2 \(run a\): .*epochs"),
     ("runs:\n  - name: a\n    seeds: [0, 1]\nensemble: {runs: [a-s2]}\n",
      r"s.yaml:4: no run or entry named 'a-s2'.*Did you mean"),
+    ("runs:\n  - name: a\n    seeds: 0\n", r"s.yaml:3: seeds is a count >= 1"),
+    ("runs:\n  - name: a\n    seeds: three\n", r"s.yaml:3: seeds is a count \(3: seeds 0, 1, 2\)"),
 ]
 
 
@@ -176,6 +178,11 @@ SUITE_ERRORS = [  # (suite text, what the error must say: file:line, the problem
 def test_suite_errors_name_line_and_valid_keys(tmp_path, text, message):
     with pytest.raises(SuiteError, match=message):
         load_suite(_write(tmp_path / "s.yaml", text))
+
+
+def test_a_seed_count_stands_for_that_many_seeds_from_0(tmp_path):
+    s = load_suite(_write(tmp_path / "s.yaml", "runs:\n  - name: a\n    seeds: 3\n"))
+    assert [r.name for r in s.runs] == ["a-s0", "a-s1", "a-s2"] and [r.config.seed for r in s.runs] == [0, 1, 2]
 
 
 def test_suite_ensemble_members_by_run_or_entry_name(tmp_path):

@@ -11,11 +11,21 @@ from .show import print_predictions
 
 def add_analysis_parsers(sub, verbosity) -> None:
     """Add the commands after training to the subparsers ``sub`` (``verbosity`` adds -q/-v/--debug)."""
-    c = sub.add_parser("compare", help="train a suite of runs (skipping finished ones), compare, ensemble, report",
-                       description="Train every run of SUITE (a YAML file, see suites/), resume interrupted ones, "
-                                   "skip complete ones, then write comparison.csv/md, ensemble.json and report.html "
-                                   "into the suite's output folder.")
-    c.add_argument("suite")
+    c = sub.add_parser("compare", help="compare runs with intervals and paired tests, or train and compare a suite",
+                       description="With run directories (or folders of them): one row per config (seeds of one "
+                                   "config form a row), test top-1 with its 95% interval, and each row against the "
+                                   "baseline on the same test images: the difference with a paired bootstrap "
+                                   "interval, McNemar's (or Welch's) p, Holm-corrected, and a verdict. With a SUITE "
+                                   "(a YAML file, see suites/): train every run (resuming interrupted ones, skipping "
+                                   "complete ones), then write comparison.csv/md, ensemble.json and report.html into "
+                                   "the suite's output folder.")
+    c.add_argument("paths", nargs="+", metavar="RUN_OR_SUITE")
+    c.add_argument("--baseline", default=None, metavar="NAME",
+                   help="runs: the row the others are tested against (a row's name or its start; default the best)")
+    c.add_argument("--out", default=None, metavar="DIR", help="runs: also write verdicts.csv and verdicts.md here")
+    c.add_argument("--detect", type=float, default=None, metavar="POINTS",
+                   help="runs: how many seeds per side would tell a top-1 difference of POINTS apart, from the "
+                        "seed-to-seed spread of the rows with seeds")
     c.add_argument("--data-dir", default=None)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config key for every run")
     c.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs; train nothing")
@@ -62,12 +72,14 @@ def add_analysis_parsers(sub, verbosity) -> None:
 def run_analysis(args) -> int:
     """Run one of the commands above; returns the exit status."""
     from .. import workflow  # here, not at the top: `cifarlab --help` answers without loading torch
+    if args.command == "compare" and not (len(args.paths) == 1 and args.paths[0].endswith((".yaml", ".yml"))):
+        return _compare_runs(args, workflow)
     if args.command == "compare":
         from ..render.table import to_text
         overrides = parse_overrides(args.set)
         if args.data_dir:
             overrides["data_dir"] = args.data_dir
-        suite = workflow.load_suite(args.suite, overrides)
+        suite = workflow.load_suite(args.paths[0], overrides)
         if args.dry_run:
             for r in suite.runs:
                 c = r.config
@@ -126,4 +138,21 @@ def _export(args, workflow) -> int:
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}); onnxruntime vs "
           f"PyTorch on {info['checked_images']} images: max abs logit diff {info['max_abs_diff']:.2e}, "
           f"argmax agreement {info['argmax_agreement']:.1f}%")
+    return 0
+
+
+def _compare_runs(args, workflow) -> int:
+    """``cifarlab compare RUN [RUN ...]``: the verdict table on the console (and as files with --out)."""
+    import pandas as pd
+    from ..workflow.verdicts import seeds_text, verdict_markdown, verdict_table, verdict_text
+    rows = verdict_table(workflow.resolve_runs(args.paths), args.baseline, args.data_dir)
+    print(verdict_text(rows))
+    print(seeds_text(rows, args.detect))
+    if args.out:
+        from pathlib import Path
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out / "verdicts.csv", index=False)
+        (out / "verdicts.md").write_text(verdict_markdown(rows))
+        print(f"wrote {out}/verdicts.csv, verdicts.md")
     return 0

@@ -80,9 +80,14 @@ def loss_and_top1(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     """Top-k accuracy in % (k clipped to the number of classes)."""
+    return 100.0 * topk_hits(logits, labels, k).float().mean().item()
+
+
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """bool (N,): whether each image's label is among its ``k`` highest logits (ties broken as
+    ``torch.topk`` breaks them, so per-image counts add up to `topk_accuracy`)."""
     k = min(k, logits.shape[1])
-    hit = (logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
-    return 100.0 * hit.float().mean().item()
+    return (logits.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -9,7 +9,7 @@ Format (every run key is a `TrainConfig` key; see ``suites/*.yaml``)::
     defaults: {dataset: cifar10}    # config keys shared by every run
     runs:
       - name: airbench94            # the run directory's name, unique in the suite
-        seeds: [0, 1, 2]            # optional: one run per seed, named airbench94-s0 ...
+        seeds: [0, 1, 2]            # optional: one run per seed, named airbench94-s0 ...; 3 = [0, 1, 2]
       - name: resnet18-ft
         model: resnet18
         strategy: fine-tune
@@ -153,6 +153,12 @@ def load_suite(path, overrides: dict | None = None) -> Suite:
         if model is not None:
             _check_model(str(model), at("runs", i, "model") if "model" in entry else at("defaults", "model"))
         seeds = entry.get("seeds")
+        if isinstance(seeds, int) and not isinstance(seeds, bool):  # seeds: 3 stands for [0, 1, 2]
+            if seeds < 1:
+                raise SuiteError(f"{at('runs', i, 'seeds')}: seeds is a count >= 1 or a list of seeds (got {seeds}).")
+            seeds = list(range(seeds))
+        elif seeds is not None and not (isinstance(seeds, list) and all(isinstance(x, int) for x in seeds)):
+            raise SuiteError(f"{at('runs', i, 'seeds')}: seeds is a count (3: seeds 0, 1, 2) or a list such as [0, 1, 2].")
         names = ([(f"{entry['name']}-s{s}", s) for s in seeds] if seeds is not None else [(str(entry["name"]), None)])
         by_entry[str(entry["name"])] = [n for n, _ in names]
         for name, seed in names:

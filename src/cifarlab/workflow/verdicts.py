@@ -1,0 +1,152 @@
+"""A comparison a reader can trust: runs that differ only in their seed form one row; every row's test
+top-1 carries a 95% interval; every row is tested against a baseline row on the same test images, with
+Holm's correction across the table, and gets a plain verdict. The statistics:
+`cifarlab.evaluation.significance`."""
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import torch
+
+from ..config import RESUME_SAFE_KEYS, ConfigError, config_diff
+from ..evaluation import significance as sig
+from ..evaluation.metrics import topk_hits
+from ..runs import RunDir
+from .predictions import run_predictions
+
+SEED_KEYS = frozenset({"seed"}) | RESUME_SAFE_KEYS   # keys a row's runs may differ in
+
+
+def seed_groups(run_dirs) -> list[list[RunDir]]:
+    """Runs grouped by config: two runs share a group when `config_diff` of their configs, ignoring
+    the seed and the keys that never change results (`RESUME_SAFE_KEYS`), is empty. Groups and the
+    runs within them keep the order given."""
+    groups: list[list[RunDir]] = []
+    for rd in map(RunDir, run_dirs):
+        cfg = rd.load_config()
+        for g in groups:
+            if not config_diff(g[0].load_config(), cfg, ignore=SEED_KEYS):
+                g.append(rd)
+                break
+        else:
+            groups.append([rd])
+    return groups
+
+
+def _name(group: list[RunDir]) -> str:
+    names = [rd.path.name for rd in group]
+    if len(names) == 1:
+        return names[0]
+    common = names[0]
+    for n in names[1:]:
+        common = common[:next((i for i, (a, b) in enumerate(zip(common, n)) if a != b), min(len(common), len(n)))]
+    return (common.rstrip("-_s") or names[0]) + f" ({len(names)} seeds)"
+
+
+def _correctness(group: list[RunDir], data_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(S, N) bool per-image correctness of the group's runs, the labels (N,), the classes."""
+    out, labels, classes = [], None, None
+    for rd in group:
+        p = run_predictions(rd.path, data_dir=data_dir)
+        if labels is not None and not np.array_equal(p.test_labels, labels):
+            raise ConfigError(f"{rd.path} and {group[0].path} were scored on different test sets; compare runs on one.")
+        labels, classes = p.test_labels, p.classes
+        out.append(topk_hits(torch.from_numpy(p.test_logits), torch.from_numpy(p.test_labels)).numpy())
+    return np.stack(out), labels, classes
+
+
+def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = None) -> list[dict]:
+    """One row per seed group: ``run``, ``n`` (seeds), ``top1`` (mean %), ``top1_sd``, ``low``/``high``
+    (the 95% interval: t over seeds for n >= 2, else Clopper-Pearson on the test images: ``interval``
+    says which), ``seeds_top1`` (each seed's), and against the baseline row (``baseline``: a row's
+    name or a prefix of it; default the best): ``difference`` with its paired bootstrap ``diff_low``/
+    ``diff_high``, ``test`` (McNemar, or Welch with seeds on both sides), ``p``, ``p_holm`` and ``verdict``.
+
+    Raises:
+        ConfigError: runs on different test sets or class lists, or a baseline that names no row.
+    """
+    groups = seed_groups(run_dirs)
+    data = [_correctness(g, data_dir) for g in groups]
+    for (c, labels, classes), g in zip(data[1:], groups[1:]):
+        if classes != data[0][2] or not np.array_equal(labels, data[0][1]):
+            raise ConfigError(f"{g[0].path} and {groups[0][0].path} were scored on different test sets or class "
+                              "lists; compare runs of one dataset.")
+    rows = []
+    for g, (c, labels, _) in zip(groups, data):
+        tops = 100 * c.mean(1)
+        if len(g) >= 2:
+            low, high, kind = *sig.seed_interval(tops), "t over seeds"
+        else:
+            low, high, kind = *sig.binomial_interval(int(c[0].sum()), c.shape[1]), "Clopper-Pearson on test images"
+        rows.append({"run": _name(g), "n": len(g), "top1": float(tops.mean()),
+                     "top1_sd": float(tops.std(ddof=1)) if len(g) > 1 else None, "low": low, "high": high,
+                     "interval": kind, "seeds_top1": [round(float(t), 2) for t in tops]})
+    names = [r["run"] for r in rows]
+    if baseline is None:
+        base = int(np.argmax([r["top1"] for r in rows]))
+    else:
+        hits = [i for i, n in enumerate(names) if n == baseline or n.startswith(baseline)]
+        if not hits:
+            close = difflib.get_close_matches(baseline, names, n=1)
+            raise ConfigError(f"--baseline {baseline!r} names no row." + (f" Did you mean {close[0]!r}?" if close else "")
+                              + f" Rows: {', '.join(names)}.")
+        base = hits[0]
+    pairs = [i for i in range(len(rows)) if i != base]
+    for i in pairs:
+        a, b = data[i][0], data[base][0]
+        d = sig.paired_difference(a, b)
+        if len(a) >= 2 and len(b) >= 2:
+            test, p = "Welch t over seeds", sig.welch(100 * a.mean(1), 100 * b.mean(1))
+        else:  # seeds on at most one side: the first seed of each
+            test = "exact McNemar" + (" (first seeds)" if len(a) > 1 or len(b) > 1 else "")
+            p = sig.mcnemar(a[0], b[0])["p"]
+        rows[i].update(difference=d["difference"], diff_low=d["low"], diff_high=d["high"], test=test, p=p)
+    for i, p_holm in zip(pairs, sig.holm([rows[i]["p"] for i in pairs])):
+        rows[i].update(p_holm=p_holm, verdict=sig.verdict(rows[i]["diff_low"], rows[i]["diff_high"], p_holm))
+    rows[base]["verdict"] = "baseline"
+    return rows
+
+
+def _p_text(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.3g}"
+
+
+def verdict_text(rows: list[dict]) -> str:
+    """The table as console text: top-1 with its interval, and each row against the baseline."""
+    lines = [f"{'run':34s} {'n':>2s} {'top-1 % [95% interval]':>26s} {'vs baseline (points)':>24s} {'p (Holm)':>9s}  verdict"]
+    for r in rows:
+        ci = f"{r['top1']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+        vs = f"{r['difference']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]" if "difference" in r else ""
+        p = _p_text(r["p_holm"]) if "p_holm" in r else ""
+        lines.append(f"{r['run'][:34]:34s} {r['n']:>2d} {ci:>26s} {vs:>24s} {p:>9s}  {r['verdict']}")
+    kinds = sorted({r["interval"] for r in rows})
+    lines.append(f"intervals: {'; '.join(kinds)}. Differences: paired bootstrap over the test images; p: exact "
+                 "McNemar (the first seed where only one side has seeds) or Welch's t on per-seed top-1 (seeds on "
+                 "both sides), Holm-corrected across the table.")
+    return "\n".join(lines)
+
+
+def verdict_markdown(rows: list[dict]) -> str:
+    """The table as Markdown, with the same columns as `verdict_text`."""
+    lines = ["| run | seeds | top-1 % | 95% interval | vs baseline (points) | paired 95% interval | p (Holm) | verdict |",
+             "|---|---:|---:|---|---:|---|---:|---|"]
+    for r in rows:
+        vs = (f"{r['difference']:+.2f} | [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {_p_text(r['p_holm'])}"
+              if "difference" in r else " | | ")
+        lines.append(f"| {r['run']} | {r['n']} | {r['top1']:.2f} | [{r['low']:.2f}, {r['high']:.2f}] | {vs} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_text(rows: list[dict], detect: float | None = None) -> str:
+    """How many seeds tell which difference apart (95%, power 0.8), from the mean seed-to-seed standard
+    deviation of the rows with seeds; with ``detect`` (points), the seeds that difference needs."""
+    sds = [r["top1_sd"] for r in rows if r.get("top1_sd")]
+    if not sds:
+        return "seeds: no row has two or more seeds, so the seed-to-seed spread is unknown; train a config twice."
+    sd, n = float(np.mean(sds)), max(r["n"] for r in rows)
+    text = (f"seeds: with a seed-to-seed sd of {sd:.2f} points, {n} seeds a side tell apart "
+            f"{sig.detectable_difference(sd, max(n, 2)):.2f} points (Welch, 95%, power 0.8)")
+    if detect is not None:
+        text += f"; {detect:g} points need {sig.seeds_needed(sd, detect)} seeds a side"
+    return text + "."

@@ -1,0 +1,42 @@
+"""The comparison of any runs: seeds grouped into one row, intervals, paired tests against a baseline."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from cifarlab import ConfigError
+from cifarlab.cli import main as cli_main
+from cifarlab.workflow.verdicts import seed_groups, verdict_table
+
+
+def test_seeds_form_one_row_with_a_t_interval_and_the_other_row_is_tested_against_it(runs):
+    paths = [runs["ab-s0"], runs["ab-s1"], runs["lenet"]]
+    assert [len(g) for g in seed_groups(paths)] == [2, 1]
+    rows = verdict_table(paths, baseline="ab")
+    ab, lenet = rows
+    assert ab["n"] == 2 and ab["interval"] == "t over seeds" and ab["verdict"] == "baseline"
+    assert ab["low"] <= ab["top1"] <= ab["high"] and ab["top1"] == pytest.approx(sum(ab["seeds_top1"]) / 2, abs=0.01)
+    assert lenet["n"] == 1 and lenet["interval"] == "Clopper-Pearson on test images"
+    assert lenet["test"] == "exact McNemar (first seeds)" and 0 <= lenet["p"] <= lenet["p_holm"] <= 1
+    assert lenet["diff_low"] <= lenet["difference"] <= lenet["diff_high"]
+    assert lenet["difference"] == pytest.approx(lenet["top1"] - ab["top1"], abs=1e-6)
+    assert lenet["verdict"] in ("better", "worse", "not distinguishable at 95%")
+
+
+def test_other_test_sets_and_unknown_baselines_are_refused(runs):
+    with pytest.raises(ConfigError, match="different test sets or class lists"):
+        verdict_table([runs["ab-s0"], runs["c100"]])
+    with pytest.raises(ConfigError, match="names no row. Did you mean 'lenet'"):
+        verdict_table([runs["ab-s0"], runs["lenet"]], baseline="lenat")
+
+
+def test_compare_runs_on_the_command_line(runs, tmp_path, capsys):
+    folder = tmp_path / "three"
+    for name in ("ab-s0", "ab-s1", "lenet"):
+        shutil.copytree(runs[name], folder / name)
+    assert cli_main(["compare", str(folder), "--out", str(tmp_path / "out"), "--detect", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 seeds)" in out and "baseline" in out and "Holm" in out
+    assert "2 seeds a side tell apart" in out and "0.5 points need" in out
+    assert (tmp_path / "out" / "verdicts.csv").is_file() and "| run | seeds |" in (tmp_path / "out" / "verdicts.md").read_text()
