@@ -98,6 +98,13 @@ def test_ensemble_methods_match_manual_average(runs, tmp_path):
     assert g["weights"] == pytest.approx(want)
     greedy = sum(want.get(n, 0) * p.test_probs for n, p in zip(("ab-s0", "ab-s1", "lenet"), preds))
     assert g["test"]["top1"] == pytest.approx(100 * (greedy.argmax(1) == labels).mean())
+    # each ensemble against the best member on the same images, Holm-corrected across the three methods
+    for e in res["ensembles"].values():
+        v = e["vs_best_single"]
+        assert v["difference"] == pytest.approx(e["gain_over_best_single"], abs=1e-4)   # float32 top-1s
+        assert v["low"] <= v["difference"] <= v["high"] and v["p"] <= v["p_holm"] <= 1
+        assert v["verdict"] in ("better", "worse", "not distinguishable at 95%")
+    assert "| verdict |" in (tmp_path / "ensemble.md").read_text()
     assert g["test"]["ece"] == pytest.approx(_ece_by_definition(greedy, labels), abs=1e-4)
     best = max(100 * (p.test_logits.argmax(1) == labels).mean() for p in preds)
     assert res["best_single"]["top1"] == pytest.approx(best)

@@ -70,8 +70,9 @@ def test_report_html_is_self_contained(runs, tmp_path):
         assert f"<td>{name}</td>" in table
     assert "http://" not in html and "https://" not in html   # nothing fetched
     n_img = html.count('src="data:image/png;base64,')
-    # curves, 2 trade-offs, 3 x (confusion, reliability, top losses), counts, samples
-    assert n_img == 1 + 2 + 9 + 2
+    # forest plot, curves, 2 trade-offs, 3 x (confusion, reliability, top losses), counts, samples
+    assert n_img == 1 + 1 + 2 + 9 + 2
+    assert "Which differences are real" in html and "ab (2 seeds)" in html and ">baseline<" in html
     assert "uniform" in html and "greedy" in html         # validation split present: all three methods
     assert re.search(r"Test errors: \d+ of \d+ images wrong for every member", html)
 

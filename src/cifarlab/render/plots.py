@@ -71,3 +71,31 @@ def plot_tradeoff(path: Path, rows: list[dict], x: str, xlabel: str, log_x: bool
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_forest(path: Path, rows: list[dict]) -> Path:
+    """Two panels, one line per row of a verdict table (`cifarlab.workflow.verdicts.verdict_table`):
+    test top-1 with its 95% interval, and the difference from the baseline with its paired 95%
+    interval (a forest plot; the dashed line is no difference)."""
+    plt = pyplot()
+    names = [r["run"] for r in rows][::-1]
+    ys = range(len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.4), sharey=True)
+    for y, r in zip(ys, rows[::-1]):
+        axes[0].errorbar(r["top1"], y, xerr=[[r["top1"] - r["low"]], [r["high"] - r["top1"]]], fmt="o", color="C0", capsize=3)
+        if "difference" in r:
+            color = {"better": "C2", "worse": "C3"}.get(r["verdict"], "C7")
+            axes[1].errorbar(r["difference"], y, xerr=[[r["difference"] - r["diff_low"]], [r["diff_high"] - r["difference"]]],
+                             fmt="o", color=color, capsize=3)
+        else:
+            axes[1].plot(0, y, "D", color="k")
+    axes[1].axvline(0, ls="--", color="k", lw=0.8)
+    axes[0].set_yticks(list(ys), names, fontsize=8)
+    axes[0].set_xlabel("test top-1 (%), 95% interval")
+    axes[1].set_xlabel("difference from the baseline (points), paired 95% interval")
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

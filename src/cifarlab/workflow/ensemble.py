@@ -6,12 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..evaluation import Predictions
+from ..evaluation import significance as sig
+from ..evaluation.metrics import topk_hits
 from ..evaluation.ensemble import (METHODS, EnsembleError, Member, combine, ensemble_weights, error_diversity,
                                    select_members)
 from ..runs import RunDir, write_json
 from .predictions import run_predictions
+from .verdicts import p_text
 
 
 def _check_same_task(preds: dict[str, Predictions]) -> None:
@@ -107,12 +111,35 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
             entry["val_top1"] = float(100.0 * (combine([m.val_probs for m in members], w).argmax(1)
                                                == ref.val_labels).mean())
         out["ensembles"][method] = entry
+    _paired_with_best(out, {m.name: m.test_probs for m in members}, ref.test_labels)
     if out_dir is not None:
         o = Path(out_dir)
         o.mkdir(parents=True, exist_ok=True)
         write_json(o / "ensemble.json", out)
         (o / "ensemble.md").write_text(ensemble_markdown(out))
     return out
+
+
+def _hits(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool (N,) top-1 hits of probabilities, with the tie-breaking of the reported top-1."""
+    logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None)).astype(np.float32))
+    return topk_hits(logits, torch.from_numpy(labels)).numpy()
+
+
+def _paired_with_best(out: dict, member_probs: dict, labels: np.ndarray) -> None:
+    """Each ensemble against the best member on the same test images (``vs_best_single``): the top-1
+    difference with its paired bootstrap 95% interval, the exact McNemar p, Holm-corrected across the
+    methods, and the verdict."""
+    best = _hits(member_probs[out["best_single"]["run"]], labels)
+    entries = list(out["ensembles"].values())
+    for e in entries:
+        hits = _hits(combine([member_probs[n] for n in member_probs], [e["weights"].get(n, 0.0) for n in member_probs]),
+                     labels)
+        d, t = sig.paired_difference(hits, best), sig.mcnemar(hits, best)
+        e["vs_best_single"] = {"difference": d["difference"], "low": d["low"], "high": d["high"], "p": t["p"]}
+    for e, p_holm in zip(entries, sig.holm([e["vs_best_single"]["p"] for e in entries])):
+        v = e["vs_best_single"]
+        v.update(p_holm=p_holm, verdict=sig.verdict(v["low"], v["high"], p_holm))
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
@@ -140,12 +167,16 @@ def ensemble_markdown(result: dict) -> str:
     tta = (f"TTA level {tta}" if not isinstance(tta, dict) else
            "TTA levels " + ", ".join(f"{run} {level}" for run, level in tta.items()))
     lines = [f"Ensemble of {len(result['members'])} runs on {result['dataset']} ({tta}).", "",
-             "| | members | top-1 % | top-5 % | loss | ECE % | gain (points) |", "|---|---:|---:|---:|---:|---:|---:|",
-             f"| best single ({b['run']}) | 1 | {b['top1']:.2f} | {b['top5']:.2f} | {b['loss']:.3f} | {b['ece']:.2f} | |"]
+             "| | members | top-1 % | top-5 % | loss | ECE % | gain (points) | paired 95% interval | p (Holm) | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+             f"| best single ({b['run']}) | 1 | {b['top1']:.2f} | {b['top5']:.2f} | {b['loss']:.3f} | {b['ece']:.2f} | | | | |"]
     for method, e in result["ensembles"].items():
-        t = e["test"]
+        t, v = e["test"], e.get("vs_best_single")
+        paired = " | | "
+        if v:
+            paired = f"[{v['low']:+.2f}, {v['high']:+.2f}] | {p_text(v['p_holm'])} | {v['verdict']}"
         lines.append(f"| {method} | {len(e['weights'])} | {t['top1']:.2f} | {t['top5']:.2f} | {t['loss']:.3f} | "
-                     f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} |")
+                     f"{t['ece']:.2f} | {e['gain_over_best_single']:+.2f} | {paired} |")
     d = result.get("diversity")
     if d:
         lines += ["", overlap_summary(d) + "."]

@@ -20,13 +20,14 @@ from ..evaluation.calibration import expected_calibration_error, reliability_bin
 from ..render import html as H
 from ..render.figures import write_confusion, write_per_class
 from ..render.interpret import plot_class_counts, plot_class_samples, plot_reliability, plot_top_losses
-from ..render.plots import plot_curves, plot_tradeoff
+from ..render.plots import plot_curves, plot_forest, plot_tradeoff
 from ..render.table import to_html
 from ..runs import INTERPRETATION_DIR, RunDir, write_json
 from .compare import comparison_rows
 from .ensemble import ensemble_runs, overlap_summary
 from .predictions import run_predictions
 from .suite_file import resolve_runs
+from .verdicts import p_text, verdict_table
 
 
 def dataset_of(cfg, data_dir: str | None = None):
@@ -124,6 +125,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     sections = [("Comparison", to_html(rows) + f"<p class='meta'>{len(rows)} runs. ECE: expected calibration "
                  "error, 15 bins (Guo et al. 2017); T, ECE (T), NLL (T): temperature scaling fitted on the run's "
                  "validation split, and the test ECE and NLL after it. Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]
+    sections.append(("Which differences are real", _verdicts_html(runs, rows, assets, data_dir)))
     curves = {Path(r).name: RunDir(r).read_metrics() for r in runs}
     sections.append(("Training curves", H.img(plot_curves(assets / "curves.png", curves), "training curves")))
     trade = (H.img(plot_tradeoff(assets / "acc_vs_time.png", rows, "time_seconds",
@@ -178,6 +180,24 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     meta = f"Built in {time.perf_counter() - t0:.1f} s from {len(runs)} run directories."
     out_file.write_text(H.page(title, sections, meta))
     return out_file
+
+
+def _verdicts_html(runs, rows: list[dict], assets: Path, data_dir) -> str:
+    """Per dataset: the verdict table (seeds grouped, intervals, each row against the best) and its forest plot."""
+    parts = []
+    for ds_name in dict.fromkeys(row["dataset"] for row in rows):
+        members = [r for r, row in zip(runs, rows) if row["dataset"] == ds_name]
+        table = verdict_table(members, data_dir=data_dir)
+        body = [[v["run"], v["n"], f"{v['top1']:.2f}", f"[{v['low']:.2f}, {v['high']:.2f}]",
+                 f"{v['difference']:+.2f} [{v['diff_low']:+.2f}, {v['diff_high']:+.2f}]" if "difference" in v else "",
+                 p_text(v["p_holm"]) if "p_holm" in v else "", v["verdict"]] for v in table]
+        parts.append(f"<h3>{ds_name}</h3>" + H.table(["run", "seeds", "top-1 %", "95% interval", "vs the best (points)",
+                                                       "p (Holm)", "verdict"], body)
+                     + H.img(plot_forest(assets / f"forest_{ds_name}.png", table), f"forest plot, {ds_name}", 900))
+    return "".join(parts) + ("<p class='meta'>Runs that differ only in their seed form one row. Intervals: t over "
+                             "seeds, or Clopper-Pearson on the test images for one run. Differences: paired bootstrap "
+                             "over the same test images; p: exact McNemar or Welch's t on per-seed top-1, "
+                             "Holm-corrected.</p>")
 
 
 def _ensemble_html(e: dict) -> str:

@@ -108,7 +108,8 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
     return rows
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float) -> str:
+    """A p-value for a table: three digits, or ``<0.0001``."""
     return "<0.0001" if p < 1e-4 else f"{p:.3g}"
 
 
@@ -118,7 +119,7 @@ def verdict_text(rows: list[dict]) -> str:
     for r in rows:
         ci = f"{r['top1']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
         vs = f"{r['difference']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]" if "difference" in r else ""
-        p = _p_text(r["p_holm"]) if "p_holm" in r else ""
+        p = p_text(r["p_holm"]) if "p_holm" in r else ""
         lines.append(f"{r['run'][:34]:34s} {r['n']:>2d} {ci:>26s} {vs:>24s} {p:>9s}  {r['verdict']}")
     kinds = sorted({r["interval"] for r in rows})
     lines.append(f"intervals: {'; '.join(kinds)}. Differences: paired bootstrap over the test images; p: exact "
@@ -132,7 +133,7 @@ def verdict_markdown(rows: list[dict]) -> str:
     lines = ["| run | seeds | top-1 % | 95% interval | vs baseline (points) | paired 95% interval | p (Holm) | verdict |",
              "|---|---:|---:|---|---:|---|---:|---|"]
     for r in rows:
-        vs = (f"{r['difference']:+.2f} | [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {_p_text(r['p_holm'])}"
+        vs = (f"{r['difference']:+.2f} | [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {p_text(r['p_holm'])}"
               if "difference" in r else " | | ")
         lines.append(f"| {r['run']} | {r['n']} | {r['top1']:.2f} | [{r['low']:.2f}, {r['high']:.2f}] | {vs} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
