@@ -40,3 +40,15 @@ def test_compare_runs_on_the_command_line(runs, tmp_path, capsys):
     assert "(2 seeds)" in out and "baseline" in out and "Holm" in out
     assert "2 seeds a side tell apart" in out and "0.5 points need" in out
     assert (tmp_path / "out" / "verdicts.csv").is_file() and "| run | seeds |" in (tmp_path / "out" / "verdicts.md").read_text()
+
+
+def test_a_folder_of_two_datasets_gives_one_table_each_and_runs_table_lists_every_run(runs, tmp_path, capsys):
+    import cifarlab
+    folder = tmp_path / "mixed"
+    for name in ("ab-s0", "lenet", "c100"):
+        shutil.copytree(runs[name], folder / name)
+    assert cli_main(["compare", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10:\n" in out and "cifar100:\n" in out
+    table = cifarlab.runs_table(folder)
+    assert sorted(table["run"]) == ["ab-s0", "c100", "lenet"] and "top1" in table

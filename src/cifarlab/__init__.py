@@ -22,7 +22,7 @@ from .version import __version__
 
 # name -> module: imported on first use, so `import cifarlab` stays light (torch loads when needed)
 _LAZY = {"train": "workflow", "evaluate": "workflow", "lr_find": "workflow", "Run": "workflow",
-         "compare_runs": "workflow", "ensemble_runs": "workflow", "build_report": "workflow",
+         "compare_runs": "workflow", "runs_table": "workflow", "ensemble_runs": "workflow", "build_report": "workflow",
          "interpret_run": "workflow", "predict_images": "workflow", "run_predictions": "workflow",
          "export_onnx": "workflow", "load_suite": "workflow", "run_suite": "workflow", "calibrate": "workflow",
          "load": "workflow", "Classifier": "workflow", "export_timm": "workflow", "describe_dataset": "workflow",

@@ -76,6 +76,7 @@ def run_analysis(args) -> int:
         return _compare_runs(args, workflow)
     if args.command == "compare":
         from ..render.table import to_text
+        from ..workflow.verdicts import verdict_text
         overrides = parse_overrides(args.set)
         if args.data_dir:
             overrides["data_dir"] = args.data_dir
@@ -88,9 +89,11 @@ def run_analysis(args) -> int:
         res = workflow.run_suite(suite, progress=not (args.no_progress or args.quiet), log=lambda m: print(m, file=sys.stderr))
         if res.rows:
             print(to_text(res.rows))
+        for ds, rows in res.verdicts.items():
+            print(f"\n{ds}:\n{verdict_text(rows)}")
         if res.ensemble:
             print("\n" + workflow.ensemble_markdown(res.ensemble))
-        print(f"\nwrote {suite.out}/comparison.csv, comparison.md" + (", ensemble.json" if res.ensemble else "")
+        print(f"\nwrote {suite.out}/comparison.csv, comparison.md, verdicts.csv/md" + (", ensemble.json" if res.ensemble else "")
               + (f", {res.report.name}" if res.report else ""))
         for name, why in res.failed.items():
             print(f"failed: {name}: {why}", file=sys.stderr)
@@ -145,14 +148,19 @@ def _compare_runs(args, workflow) -> int:
     """``cifarlab compare RUN [RUN ...]``: the verdict table on the console (and as files with --out)."""
     import pandas as pd
     from ..workflow.verdicts import seeds_text, verdict_markdown, verdict_table, verdict_text
-    rows = verdict_table(workflow.resolve_runs(args.paths), args.baseline, args.data_dir)
-    print(verdict_text(rows))
-    print(seeds_text(rows, args.detect))
-    if args.out:
-        from pathlib import Path
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(out / "verdicts.csv", index=False)
-        (out / "verdicts.md").write_text(verdict_markdown(rows))
-        print(f"wrote {out}/verdicts.csv, verdicts.md")
+    from ..runs import RunDir
+    by_dataset: dict[str, list] = {}   # one table per dataset
+    for path in workflow.resolve_runs(args.paths):
+        by_dataset.setdefault(RunDir(path).load_config().dataset, []).append(path)
+    for ds, members in by_dataset.items():
+        rows = verdict_table(members, args.baseline, args.data_dir)
+        print((f"{ds}:\n" if len(by_dataset) > 1 else "") + verdict_text(rows))
+        print(seeds_text(rows, args.detect))
+        if args.out:
+            from pathlib import Path
+            out, stem = Path(args.out), "verdicts" if len(by_dataset) == 1 else f"verdicts-{ds}"
+            out.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_csv(out / f"{stem}.csv", index=False)
+            (out / f"{stem}.md").write_text(verdict_markdown(rows))
+            print(f"wrote {out}/{stem}.csv, {stem}.md")
     return 0

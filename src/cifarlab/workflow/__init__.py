@@ -5,7 +5,7 @@ ensemble (`.compare`), interpretation and the HTML report (`.report`), notebook 
 data, model and pipelines through `.setup.assemble`.
 """
 from .calibrate import calibrate
-from .compare import compare_runs, comparison_row, comparison_rows
+from .compare import compare_runs, comparison_row, comparison_rows, runs_table
 from .describe import describe_dataset, preview_batches, show_batch
 from .ensemble import ensemble_markdown, ensemble_runs
 from .errors import USER_ERRORS
@@ -23,7 +23,7 @@ from .notebook import Run
 from .train import evaluate, train
 
 __all__ = ["train", "calibrate", "evaluate", "lr_find", "assemble", "Setup", "run_predictions", "load_cached_predictions",
-           "save_predictions", "load_run_model", "predict_images", "compare_runs", "comparison_row", "comparison_rows",
+           "save_predictions", "load_run_model", "predict_images", "compare_runs", "comparison_row", "comparison_rows", "runs_table",
            "ensemble_runs", "ensemble_markdown", "build_report", "interpret_run", "load_suite", "run_suite",
            "resolve_runs", "Suite", "SuiteError", "SuiteResult", "export_onnx", "run_onnx", "USER_ERRORS",
            "ExportError", "export_timm", "Classifier", "load", "describe_dataset", "preview_batches",

@@ -67,3 +67,10 @@ def comparison_rows(run_dirs, out_dir=None, data_dir: str | None = None) -> list
         write_csv(out / "comparison.csv", rows)
         (out / "comparison.md").write_text(to_markdown(rows))
     return rows
+
+
+def runs_table(path):
+    """Every run under ``path`` (a run directory, a folder of runs, or a suite file) as one
+    ``pandas.DataFrame``, a row per run (`compare_runs`)."""
+    from .suite_file import resolve_runs
+    return compare_runs(resolve_runs([path]))

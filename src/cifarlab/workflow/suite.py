@@ -9,6 +9,7 @@ from ..config import config_diff
 from ..files import lock_folder
 from ..runs import RunDir, RunDirError
 from .compare import comparison_rows
+from .verdicts import write_verdicts
 from .ensemble import ensemble_runs
 from .errors import USER_ERRORS
 from .report import build_report
@@ -19,12 +20,14 @@ from .train import train
 @dataclass
 class SuiteResult:
     """What `run_suite` did: runs completed (trained now or before), skipped as already
-    complete, failed (name -> why); the comparison rows, the ensemble result and the report's path."""
+    complete, failed (name -> why); the comparison rows, the verdict tables (dataset -> rows of
+    `verdict_table`), the ensemble result and the report's path."""
     suite: Suite
     completed: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
+    verdicts: dict[str, list[dict]] = field(default_factory=dict)
     ensemble: dict | None = None
     report: Path | None = None
 
@@ -77,6 +80,7 @@ def _run(suite: Suite, progress, log) -> SuiteResult:
     if not result.completed:
         return result
     result.rows = comparison_rows(result.completed, suite.out)
+    result.verdicts = write_verdicts(result.completed, suite.out, [r["dataset"] for r in result.rows])
     if suite.ensemble is not None:
         chosen = suite.ensemble.get("runs")
         members = [p for p in result.completed if not chosen or p.name in chosen]

@@ -151,3 +151,20 @@ def seeds_text(rows: list[dict], detect: float | None = None) -> str:
     if detect is not None:
         text += f"; {detect:g} points need {sig.seeds_needed(sd, detect)} seeds a side"
     return text + "."
+
+
+def write_verdicts(run_dirs, out_dir, datasets: list[str]) -> dict[str, list[dict]]:
+    """`verdict_table` of the runs of each dataset (``datasets``: each run's), written as
+    ``verdicts.md``/``.csv`` into ``out_dir`` (``verdicts-DATASET.*`` when there are several datasets).
+    Returns ``{dataset: rows}``."""
+    import pandas as pd
+    from pathlib import Path
+    out, tables = Path(out_dir), {}
+    names = list(dict.fromkeys(datasets))
+    for ds in names:
+        rows = verdict_table([r for r, d in zip(run_dirs, datasets) if d == ds])
+        stem = "verdicts" if len(names) == 1 else f"verdicts-{ds}"
+        pd.DataFrame(rows).to_csv(out / f"{stem}.csv", index=False)
+        (out / f"{stem}.md").write_text(verdict_markdown(rows) + "\n" + seeds_text(rows) + "\n")
+        tables[ds] = rows
+    return tables
