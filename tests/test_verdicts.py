@@ -52,3 +52,9 @@ def test_a_folder_of_two_datasets_gives_one_table_each_and_runs_table_lists_ever
     assert "cifar10:\n" in out and "cifar100:\n" in out
     table = cifarlab.runs_table(folder)
     assert sorted(table["run"]) == ["ab-s0", "c100", "lenet"] and "top1" in table
+
+
+def test_a_single_run_gets_its_interval_and_no_pair(runs):
+    (row,) = verdict_table([runs["lenet"]])
+    assert row["verdict"] == "baseline" and row["interval"] == "Clopper-Pearson on test images"
+    assert row["low"] < row["top1"] < row["high"] and "difference" not in row
