@@ -18,6 +18,11 @@ def test_seeds_form_one_row_with_a_t_interval_and_the_other_row_is_tested_agains
     assert ab["n"] == 2 and ab["interval"] == "t over seeds" and ab["verdict"] == "baseline"
     assert ab["low"] <= ab["top1"] <= ab["high"] and ab["top1"] == pytest.approx(sum(ab["seeds_top1"]) / 2, abs=0.01)
     assert lenet["n"] == 1 and lenet["interval"] == "Clopper-Pearson on test images"
+    assert (lenet["low"], lenet["high"]) == (lenet["test_low"], lenet["test_high"])
+    assert ab["test_low"] < ab["top1"] < ab["test_high"] and {"top5", "loss", "ece", "train_seconds", "loss_sd"} <= set(ab)
+    import json
+    losses = [json.loads((runs[n] / "results.json").read_text())["test"]["loss"] for n in ("ab-s0", "ab-s1")]
+    assert ab["loss"] == pytest.approx(sum(losses) / 2) and "loss_sd" not in lenet
     assert lenet["test"] == "exact McNemar (first seeds)" and 0 <= lenet["p"] <= lenet["p_holm"] <= 1
     assert lenet["diff_low"] <= lenet["difference"] <= lenet["diff_high"]
     assert lenet["difference"] == pytest.approx(lenet["top1"] - ab["top1"], abs=1e-6)

@@ -56,10 +56,32 @@ def _correctness(group: list[RunDir], data_dir: str | None) -> tuple[np.ndarray,
     return np.stack(out), labels, classes
 
 
+OTHER = {"top5": ("test", "top5"), "loss": ("test", "loss"), "ece": ("test", "ece"), "train_seconds": ("train_seconds",)}
+
+
+def _other_means(group: list[RunDir]) -> dict:
+    """Mean (and, with seeds, sample sd) over the group's runs of top-5, loss, ECE and training seconds."""
+    out = {}
+    for key, where in OTHER.items():
+        values = []
+        for rd in group:
+            v = rd.read_results()
+            for k in where:
+                v = v.get(k) if isinstance(v, dict) else None
+            values.append(v)
+        if all(isinstance(v, (int, float)) for v in values):
+            out[key] = float(np.mean(values))
+            if len(values) > 1:
+                out[f"{key}_sd"] = float(np.std(values, ddof=1))
+    return out
+
+
 def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = None) -> list[dict]:
     """One row per seed group: ``run``, ``n`` (seeds), ``top1`` (mean %), ``top1_sd``, ``low``/``high``
     (the 95% interval: t over seeds for n >= 2, else Clopper-Pearson on the test images: ``interval``
-    says which), ``seeds_top1`` (each seed's), and against the baseline row (``baseline``: a row's
+    says which), ``test_low``/``test_high`` (the test-set interval of the mean top-1, Clopper-Pearson,
+    for every row), ``seeds_top1`` (each seed's), the means (and sds, ``*_sd``) of ``top5``, ``loss``,
+    ``ece`` and ``train_seconds``, and against the baseline row (``baseline``: a row's
     name or a prefix of it; default the best): ``difference`` with its paired bootstrap ``diff_low``/
     ``diff_high``, ``test`` (McNemar, or Welch with seeds on both sides), ``p``, ``p_holm`` and ``verdict``.
 
@@ -79,9 +101,11 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
             low, high, kind = *sig.seed_interval(tops), "t over seeds"
         else:
             low, high, kind = *sig.binomial_interval(int(c[0].sum()), c.shape[1]), "Clopper-Pearson on test images"
+        test_low, test_high = sig.binomial_interval(int(round(c.sum(1).mean())), c.shape[1])
         rows.append({"run": _name(g), "n": len(g), "top1": float(tops.mean()),
                      "top1_sd": float(tops.std(ddof=1)) if len(g) > 1 else None, "low": low, "high": high,
-                     "interval": kind, "seeds_top1": [round(float(t), 2) for t in tops]})
+                     "interval": kind, "test_low": test_low, "test_high": test_high,
+                     "seeds_top1": [round(float(t), 2) for t in tops], **_other_means(g)})
     names = [r["run"] for r in rows]
     if baseline is None:
         base = int(np.argmax([r["top1"] for r in rows]))
@@ -122,7 +146,8 @@ def verdict_text(rows: list[dict]) -> str:
         p = p_text(r["p_holm"]) if "p_holm" in r else ""
         lines.append(f"{r['run'][:34]:34s} {r['n']:>2d} {ci:>26s} {vs:>24s} {p:>9s}  {r['verdict']}")
     kinds = sorted({r["interval"] for r in rows})
-    lines.append(f"intervals: {'; '.join(kinds)}. Differences: paired bootstrap over the test images; p: exact "
+    lines.append(f"intervals: {'; '.join(kinds)} (every row's test-set interval, and the means of top-5, loss, ECE "
+                 "and time: verdicts.csv). Differences: paired bootstrap over the test images; p: exact "
                  "McNemar (the first seed where only one side has seeds) or Welch's t on per-seed top-1 (seeds on "
                  "both sides), Holm-corrected across the table.")
     return "\n".join(lines)
