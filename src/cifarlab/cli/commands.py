@@ -145,22 +145,12 @@ def _export(args, workflow) -> int:
 
 
 def _compare_runs(args, workflow) -> int:
-    """``cifarlab compare RUN [RUN ...]``: the verdict table on the console (and as files with --out)."""
-    import pandas as pd
-    from ..workflow.verdicts import seeds_text, verdict_markdown, verdict_table, verdict_text
-    from ..runs import RunDir
-    by_dataset: dict[str, list] = {}   # one table per dataset
-    for path in workflow.resolve_runs(args.paths):
-        by_dataset.setdefault(RunDir(path).load_config().dataset, []).append(path)
-    for ds, members in by_dataset.items():
-        rows = verdict_table(members, args.baseline, args.data_dir)
-        print((f"{ds}:\n" if len(by_dataset) > 1 else "") + verdict_text(rows))
+    """``cifarlab compare RUN [RUN ...]``: the verdict table of each dataset on the console (and as files with --out)."""
+    from ..workflow.verdicts import seeds_text, tables_by_dataset, verdict_text, write_verdicts
+    tables = tables_by_dataset(workflow.resolve_runs(args.paths), args.baseline, args.data_dir)
+    for ds, rows in tables.items():
+        print((f"{ds}:\n" if len(tables) > 1 else "") + verdict_text(rows))
         print(seeds_text(rows, args.detect))
-        if args.out:
-            from pathlib import Path
-            out, stem = Path(args.out), "verdicts" if len(by_dataset) == 1 else f"verdicts-{ds}"
-            out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows).to_csv(out / f"{stem}.csv", index=False)
-            (out / f"{stem}.md").write_text(verdict_markdown(rows))
-            print(f"wrote {out}/{stem}.csv, {stem}.md")
+    if args.out:
+        print("wrote " + ", ".join(str(f) for f in write_verdicts(tables, args.out)))
     return 0

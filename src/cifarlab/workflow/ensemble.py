@@ -101,6 +101,7 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
                         float(100.0 * (m.val_probs.argmax(1) == ref.val_labels).mean())} for m in members],
            "best_single": {"run": best_name, **single[best_name]}, "ensembles": {}, "notes": notes,
            "diversity": error_diversity([m.test_probs for m in members], ref.test_labels, [m.name for m in members])}
+    best_hits = _hits(next(m.test_probs for m in members if m.name == best_name), ref.test_labels)
     for method in methods:
         w = ensemble_weights(method, members, ref.val_labels, per_architecture)
         probs = combine([m.test_probs for m in members], w)
@@ -110,8 +111,9 @@ def ensemble_runs(run_dirs, methods=("uniform",), min_val_acc: float | None = No
         if ref.val_labels is not None:
             entry["val_top1"] = float(100.0 * (combine([m.val_probs for m in members], w).argmax(1)
                                                == ref.val_labels).mean())
+        entry["vs_best_single"] = _paired(_hits(probs, ref.test_labels), best_hits)
         out["ensembles"][method] = entry
-    _paired_with_best(out, {m.name: m.test_probs for m in members}, ref.test_labels)
+    _holm_verdicts(list(out["ensembles"].values()))
     if out_dir is not None:
         o = Path(out_dir)
         o.mkdir(parents=True, exist_ok=True)
@@ -126,17 +128,15 @@ def _hits(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return topk_hits(logits, torch.from_numpy(labels)).numpy()
 
 
-def _paired_with_best(out: dict, member_probs: dict, labels: np.ndarray) -> None:
-    """Each ensemble against the best member on the same test images (``vs_best_single``): the top-1
-    difference with its paired bootstrap 95% interval, the exact McNemar p, Holm-corrected across the
-    methods, and the verdict."""
-    best = _hits(member_probs[out["best_single"]["run"]], labels)
-    entries = list(out["ensembles"].values())
-    for e in entries:
-        hits = _hits(combine([member_probs[n] for n in member_probs], [e["weights"].get(n, 0.0) for n in member_probs]),
-                     labels)
-        d, t = sig.paired_difference(hits, best), sig.mcnemar(hits, best)
-        e["vs_best_single"] = {"difference": d["difference"], "low": d["low"], "high": d["high"], "p": t["p"]}
+def _paired(hits: np.ndarray, best: np.ndarray) -> dict:
+    """An ensemble's hits against the best member's on the same test images: the top-1 difference with
+    its paired bootstrap 95% interval and the exact McNemar p."""
+    d = sig.paired_difference(hits, best)
+    return {"difference": d["difference"], "low": d["low"], "high": d["high"], "p": sig.mcnemar(hits, best)["p"]}
+
+
+def _holm_verdicts(entries: list[dict]) -> None:
+    """Holm's correction across the methods' ``vs_best_single`` p-values, and each one's verdict."""
     for e, p_holm in zip(entries, sig.holm([e["vs_best_single"]["p"] for e in entries])):
         v = e["vs_best_single"]
         v.update(p_holm=p_holm, verdict=sig.verdict(v["low"], v["high"], p_holm))

@@ -27,7 +27,7 @@ from .compare import comparison_rows
 from .ensemble import ensemble_runs, overlap_summary
 from .predictions import run_predictions
 from .suite_file import resolve_runs
-from .verdicts import p_text, verdict_table
+from .verdicts import cells, tables_by_dataset
 
 
 def dataset_of(cfg, data_dir: str | None = None):
@@ -125,7 +125,7 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     sections = [("Comparison", to_html(rows) + f"<p class='meta'>{len(rows)} runs. ECE: expected calibration "
                  "error, 15 bins (Guo et al. 2017); T, ECE (T), NLL (T): temperature scaling fitted on the run's "
                  "validation split, and the test ECE and NLL after it. Peak memory: process RSS on CPU, CUDA allocator peak on GPU.</p>")]
-    sections.append(("Which differences are real", _verdicts_html(runs, rows, assets, data_dir)))
+    sections.append(("Which differences are real", _verdicts_html(runs, assets, data_dir)))
     curves = {Path(r).name: RunDir(r).read_metrics() for r in runs}
     sections.append(("Training curves", H.img(plot_curves(assets / "curves.png", curves), "training curves")))
     trade = (H.img(plot_tradeoff(assets / "acc_vs_time.png", rows, "time_seconds",
@@ -182,15 +182,15 @@ def build_report(paths, out_file="report.html", title: str = "cifarlab report", 
     return out_file
 
 
-def _verdicts_html(runs, rows: list[dict], assets: Path, data_dir) -> str:
+def _verdicts_html(runs, assets: Path, data_dir) -> str:
     """Per dataset: the verdict table (seeds grouped, intervals, each row against the best) and its forest plot."""
     parts = []
-    for ds_name in dict.fromkeys(row["dataset"] for row in rows):
-        members = [r for r, row in zip(runs, rows) if row["dataset"] == ds_name]
-        table = verdict_table(members, data_dir=data_dir)
-        body = [[v["run"], v["n"], f"{v['top1']:.2f}", f"[{v['low']:.2f}, {v['high']:.2f}]",
-                 f"{v['difference']:+.2f} [{v['diff_low']:+.2f}, {v['diff_high']:+.2f}]" if "difference" in v else "",
-                 p_text(v["p_holm"]) if "p_holm" in v else "", v["verdict"]] for v in table]
+    for ds_name, table in tables_by_dataset(runs, data_dir=data_dir).items():
+        body = []
+        for v in table:
+            c = cells(v)
+            body.append([v["run"], v["n"], c["top1"], c["interval"], f"{c['difference']} {c['paired']}".strip(),
+                         c["p"], c["verdict"]])
         parts.append(f"<h3>{ds_name}</h3>" + H.table(["run", "seeds", "top-1 %", "95% interval", "vs the best (points)",
                                                        "p (Holm)", "verdict"], body)
                      + H.img(plot_forest(assets / f"forest_{ds_name}.png", table), f"forest plot, {ds_name}", 900))

@@ -9,7 +9,7 @@ from ..config import config_diff
 from ..files import lock_folder
 from ..runs import RunDir, RunDirError
 from .compare import comparison_rows
-from .verdicts import write_verdicts
+from .verdicts import tables_by_dataset, write_verdicts
 from .ensemble import ensemble_runs
 from .errors import USER_ERRORS
 from .report import build_report
@@ -80,7 +80,8 @@ def _run(suite: Suite, progress, log) -> SuiteResult:
     if not result.completed:
         return result
     result.rows = comparison_rows(result.completed, suite.out)
-    result.verdicts = write_verdicts(result.completed, suite.out, [r["dataset"] for r in result.rows])
+    result.verdicts = tables_by_dataset(result.completed)
+    write_verdicts(result.verdicts, suite.out)
     if suite.ensemble is not None:
         chosen = suite.ensemble.get("runs")
         members = [p for p in result.completed if not chosen or p.name in chosen]

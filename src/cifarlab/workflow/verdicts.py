@@ -5,6 +5,8 @@ Holm's correction across the table, and gets a plain verdict. The statistics:
 from __future__ import annotations
 
 import difflib
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,38 +24,40 @@ def seed_groups(run_dirs) -> list[list[RunDir]]:
     """Runs grouped by config: two runs share a group when `config_diff` of their configs, ignoring
     the seed and the keys that never change results (`RESUME_SAFE_KEYS`), is empty. Groups and the
     runs within them keep the order given."""
-    groups: list[list[RunDir]] = []
+    groups: list[tuple[object, list[RunDir]]] = []   # (the group's config, its runs)
     for rd in map(RunDir, run_dirs):
         cfg = rd.load_config()
-        for g in groups:
-            if not config_diff(g[0].load_config(), cfg, ignore=SEED_KEYS):
-                g.append(rd)
-                break
+        same = next((g for first, g in groups if not config_diff(first, cfg, ignore=SEED_KEYS)), None)
+        if same is None:
+            groups.append((cfg, [rd]))
         else:
-            groups.append([rd])
-    return groups
+            same.append(rd)
+    return [g for _, g in groups]
 
 
 def _name(group: list[RunDir]) -> str:
     names = [rd.path.name for rd in group]
     if len(names) == 1:
         return names[0]
-    common = names[0]
-    for n in names[1:]:
-        common = common[:next((i for i, (a, b) in enumerate(zip(common, n)) if a != b), min(len(common), len(n)))]
-    return (common.rstrip("-_s") or names[0]) + f" ({len(names)} seeds)"
+    return (os.path.commonprefix(names).rstrip("-_s") or names[0]) + f" ({len(names)} seeds)"
 
 
-def _correctness(group: list[RunDir], data_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(S, N) bool per-image correctness of the group's runs, the labels (N,), the classes."""
-    out, labels, classes = [], None, None
+def _correctness(group: list[RunDir], data_dir: str | None, ref: dict) -> np.ndarray:
+    """(S, N) bool per-image correctness of the group's runs. ``ref`` holds the first run's test labels,
+    classes and path (filled by the first call); every run must match it.
+
+    Raises:
+        ConfigError: a run scored on other test images or classes than the first."""
+    out = []
     for rd in group:
         p = run_predictions(rd.path, data_dir=data_dir)
-        if labels is not None and not np.array_equal(p.test_labels, labels):
-            raise ConfigError(f"{rd.path} and {group[0].path} were scored on different test sets; compare runs on one.")
-        labels, classes = p.test_labels, p.classes
+        if not ref:
+            ref.update(labels=p.test_labels, classes=p.classes, path=rd.path)
+        elif p.classes != ref["classes"] or not np.array_equal(p.test_labels, ref["labels"]):
+            raise ConfigError(f"{rd.path} and {ref['path']} were scored on different test sets or class lists; "
+                              "compare runs of one dataset.")
         out.append(topk_hits(torch.from_numpy(p.test_logits), torch.from_numpy(p.test_labels)).numpy())
-    return np.stack(out), labels, classes
+    return np.stack(out)
 
 
 OTHER = {"top5": ("test", "top5"), "loss": ("test", "loss"), "ece": ("test", "ece"), "train_seconds": ("train_seconds",)}
@@ -61,11 +65,10 @@ OTHER = {"top5": ("test", "top5"), "loss": ("test", "loss"), "ece": ("test", "ec
 
 def _other_means(group: list[RunDir]) -> dict:
     """Mean (and, with seeds, sample sd) over the group's runs of top-5, loss, ECE and training seconds."""
-    out = {}
+    results, out = [rd.read_results() for rd in group], {}
     for key, where in OTHER.items():
         values = []
-        for rd in group:
-            v = rd.read_results()
+        for v in results:
             for k in where:
                 v = v.get(k) if isinstance(v, dict) else None
             values.append(v)
@@ -88,14 +91,10 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
     Raises:
         ConfigError: runs on different test sets or class lists, or a baseline that names no row.
     """
-    groups = seed_groups(run_dirs)
-    data = [_correctness(g, data_dir) for g in groups]
-    for (c, labels, classes), g in zip(data[1:], groups[1:]):
-        if classes != data[0][2] or not np.array_equal(labels, data[0][1]):
-            raise ConfigError(f"{g[0].path} and {groups[0][0].path} were scored on different test sets or class "
-                              "lists; compare runs of one dataset.")
+    groups, ref = seed_groups(run_dirs), {}
+    data = [_correctness(g, data_dir, ref) for g in groups]
     rows = []
-    for g, (c, labels, _) in zip(groups, data):
+    for g, c in zip(groups, data):
         tops = 100 * c.mean(1)
         if len(g) >= 2:
             low, high, kind = *sig.seed_interval(tops), "t over seeds"
@@ -118,7 +117,7 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
         base = hits[0]
     pairs = [i for i in range(len(rows)) if i != base]
     for i in pairs:
-        a, b = data[i][0], data[base][0]
+        a, b = data[i], data[base]
         d = sig.paired_difference(a, b)
         if len(a) >= 2 and len(b) >= 2:
             test, p = "Welch t over seeds", sig.welch(100 * a.mean(1), 100 * b.mean(1))
@@ -137,14 +136,23 @@ def p_text(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.3g}"
 
 
+def cells(row: dict) -> dict:
+    """A row's figures as table text: ``top1``, ``interval``, ``difference``, ``paired`` (its interval),
+    ``p`` (Holm) and ``verdict`` (empty strings for the baseline's comparison)."""
+    compared = "difference" in row
+    return {"top1": f"{row['top1']:.2f}", "interval": f"[{row['low']:.2f}, {row['high']:.2f}]",
+            "difference": f"{row['difference']:+.2f}" if compared else "",
+            "paired": f"[{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]" if compared else "",
+            "p": p_text(row["p_holm"]) if compared else "", "verdict": row["verdict"]}
+
+
 def verdict_text(rows: list[dict]) -> str:
     """The table as console text: top-1 with its interval, and each row against the baseline."""
     lines = [f"{'run':34s} {'n':>2s} {'top-1 % [95% interval]':>26s} {'vs baseline (points)':>24s} {'p (Holm)':>9s}  verdict"]
     for r in rows:
-        ci = f"{r['top1']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
-        vs = f"{r['difference']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]" if "difference" in r else ""
-        p = p_text(r["p_holm"]) if "p_holm" in r else ""
-        lines.append(f"{r['run'][:34]:34s} {r['n']:>2d} {ci:>26s} {vs:>24s} {p:>9s}  {r['verdict']}")
+        c = cells(r)
+        lines.append(f"{r['run'][:34]:34s} {r['n']:>2d} {c['top1'] + ' ' + c['interval']:>26s} "
+                     f"{(c['difference'] + ' ' + c['paired']).strip():>24s} {c['p']:>9s}  {c['verdict']}")
     kinds = sorted({r["interval"] for r in rows})
     lines.append(f"intervals: {'; '.join(kinds)} (every row's test-set interval, and the means of top-5, loss, ECE "
                  "and time: verdicts.csv). Differences: paired bootstrap over the test images; p: exact "
@@ -158,9 +166,9 @@ def verdict_markdown(rows: list[dict]) -> str:
     lines = ["| run | seeds | top-1 % | 95% interval | vs baseline (points) | paired 95% interval | p (Holm) | verdict |",
              "|---|---:|---:|---|---:|---|---:|---|"]
     for r in rows:
-        vs = (f"{r['difference']:+.2f} | [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}] | {p_text(r['p_holm'])}"
-              if "difference" in r else " | | ")
-        lines.append(f"| {r['run']} | {r['n']} | {r['top1']:.2f} | [{r['low']:.2f}, {r['high']:.2f}] | {vs} | {r['verdict']} |")
+        c = cells(r)
+        lines.append(f"| {r['run']} | {r['n']} | {c['top1']} | {c['interval']} | {c['difference']} | {c['paired']} | "
+                     f"{c['p']} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,18 +186,23 @@ def seeds_text(rows: list[dict], detect: float | None = None) -> str:
     return text + "."
 
 
-def write_verdicts(run_dirs, out_dir, datasets: list[str]) -> dict[str, list[dict]]:
-    """`verdict_table` of the runs of each dataset (``datasets``: each run's), written as
-    ``verdicts.md``/``.csv`` into ``out_dir`` (``verdicts-DATASET.*`` when there are several datasets).
-    Returns ``{dataset: rows}``."""
+def tables_by_dataset(run_dirs, baseline: str | None = None, data_dir: str | None = None) -> dict[str, list[dict]]:
+    """`verdict_table` of the runs of each dataset, ``{dataset: rows}`` in the order the datasets come."""
+    by_dataset: dict[str, list] = {}
+    for path in run_dirs:
+        by_dataset.setdefault(RunDir(path).load_config().dataset, []).append(path)
+    return {ds: verdict_table(members, baseline, data_dir) for ds, members in by_dataset.items()}
+
+
+def write_verdicts(tables: dict[str, list[dict]], out_dir) -> list[Path]:
+    """Write each table of `tables_by_dataset` as ``verdicts.md``/``.csv`` into ``out_dir``
+    (``verdicts-DATASET.*`` when there are several datasets); the files written."""
     import pandas as pd
-    from pathlib import Path
-    out, tables = Path(out_dir), {}
-    names = list(dict.fromkeys(datasets))
-    for ds in names:
-        rows = verdict_table([r for r, d in zip(run_dirs, datasets) if d == ds])
-        stem = "verdicts" if len(names) == 1 else f"verdicts-{ds}"
+    out, written = Path(out_dir), []
+    out.mkdir(parents=True, exist_ok=True)
+    for ds, rows in tables.items():
+        stem = "verdicts" if len(tables) == 1 else f"verdicts-{ds}"
         pd.DataFrame(rows).to_csv(out / f"{stem}.csv", index=False)
         (out / f"{stem}.md").write_text(verdict_markdown(rows) + "\n" + seeds_text(rows) + "\n")
-        tables[ds] = rows
-    return tables
+        written += [out / f"{stem}.csv", out / f"{stem}.md"]
+    return written
