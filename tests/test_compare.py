@@ -13,7 +13,7 @@ from cifarlab.evaluation.ensemble import EnsembleError, greedy_selection
 from cifarlab.render.table import to_text
 from cifarlab.runs import Run, RunDirError
 from cifarlab.workflow import (SuiteError, compare_runs, comparison_rows, ensemble_runs, load_cached_predictions, load_suite,
-                               run_predictions, run_suite)
+                               run_predictions, run_suite, runs_table)
 
 
 def _ece_by_definition(probs, labels, bins=15):
@@ -49,7 +49,7 @@ def test_prediction_cache_is_invalidated_by_a_new_checkpoint(runs, tmp_path):
 def test_comparison_rows_and_tables(runs, tmp_path):
     paths = [runs["ab-s0"], runs["lenet"], runs["c100"]]
     rows = comparison_rows(paths, tmp_path)
-    frame = compare_runs(paths)                      # the same rows as a DataFrame
+    frame = runs_table(paths)                        # the same rows as a DataFrame
     assert list(frame["run"]) == ["ab-s0", "lenet", "c100"] and frame["top1"].tolist() == [r["top1"] for r in rows]
     results = [json.loads((p / "results.json").read_text()) for p in paths]
     for row, r in zip(rows, results):
@@ -71,6 +71,7 @@ def test_run_objects_work_where_run_directories_do(runs):
     """The package docstring's use: cifarlab.train returns Run objects; compare and ensemble take them."""
     a, b = Run.load(runs["ab-s0"]), Run.load(runs["ab-s1"])
     assert compare_runs([a, b]).equals(compare_runs([runs["ab-s0"], runs["ab-s1"]]))
+    assert runs_table([a, b]).equals(runs_table([runs["ab-s0"], runs["ab-s1"]]))
     by_run, by_path = ensemble_runs([a, b], ["uniform"]), ensemble_runs([runs["ab-s0"], runs["ab-s1"]], ["uniform"])
     assert by_run["ensembles"]["uniform"]["test"] == by_path["ensembles"]["uniform"]["test"]
     assert [m["run"] for m in by_run["members"]] == ["ab-s0", "ab-s1"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cifarlab.evaluation.significance import (binomial_interval, detectable_difference, holm, mcnemar,
-                                              paired_difference, seed_interval, seeds_needed, verdict, welch)
+                                              paired_difference, paired_t, seed_interval, seeds_needed, verdict, welch)
 
 
 def test_exact_mcnemar_on_a_hand_worked_pair():
@@ -46,6 +46,18 @@ def test_paired_bootstrap_contains_a_known_effect_and_excludes_zero():
     assert d0["difference"] == 0 and d0["low"] < 0 < d0["high"]
     seeds = np.stack([a, a, b])                            # (S, N): each image's mean over seeds
     assert paired_difference(seeds, b)["difference"] == pytest.approx(1.0)
+
+
+def test_paired_t_with_seeds_on_one_side_on_a_hand_worked_case():
+    """Two seeds of a on 4 images, per-image means (1, 0.5, 0, 1); b gets only image 4 right. The
+    differences (1, 0.5, 0, 0) have mean 0.375 and sample variance 0.6875 / 3, so t = 0.375 /
+    (sqrt(0.6875 / 3) / 2) = 1.5667 on 3 degrees of freedom: two-sided p = 0.2152."""
+    a = np.array([[1, 1, 0, 1], [1, 0, 0, 1]], bool)
+    b = np.array([0, 0, 0, 1], bool)
+    assert paired_t(a, b) == pytest.approx(0.2152, abs=1e-4) and paired_t(b, a) == pytest.approx(0.2152, abs=1e-4)
+    assert paired_t(a, a) == 1.0                           # identical predictions: nothing to tell apart
+    with pytest.raises(ValueError, match="same test images"):
+        paired_t(a, b[:3])
 
 
 def test_holm_on_three_hand_worked_p_values():

@@ -237,7 +237,7 @@ def test_feature_cache_hit_miss_and_invalidation(cifar10_dir, tmp_path):
     assert first.results["test"]["top1"] == second.results["test"]["top1"]
     assert first.results["feature_cache"]["key"] == second.results["feature_cache"]["key"]
     # the comparison charges each run its extraction (outside train_seconds) in time_seconds
-    row = cifarlab.compare_runs([first]).iloc[0]
+    row = cifarlab.runs_table(first).iloc[0]
     extract = first.results["feature_cache"]["extract_seconds"]
     assert row["cache_seconds"] == extract > 0 and row["time_seconds"] == pytest.approx(row["train_seconds"] + extract)
     # new weights content, or a new input size: a different key, so a miss

@@ -23,7 +23,7 @@ def test_seeds_form_one_row_with_a_t_interval_and_the_other_row_is_tested_agains
     import json
     losses = [json.loads((runs[n] / "results.json").read_text())["test"]["loss"] for n in ("ab-s0", "ab-s1")]
     assert ab["loss"] == pytest.approx(sum(losses) / 2) and "loss_sd" not in lenet
-    assert lenet["test"] == "exact McNemar (first seeds)" and 0 <= lenet["p"] <= lenet["p_holm"] <= 1
+    assert lenet["test"] == "paired t over images" and 0 <= lenet["p"] <= lenet["p_holm"] <= 1
     assert lenet["diff_low"] <= lenet["difference"] <= lenet["diff_high"]
     assert lenet["difference"] == pytest.approx(lenet["top1"] - ab["top1"], abs=1e-6)
     assert lenet["verdict"] in ("better", "worse", "not distinguishable at 95%")
@@ -57,6 +57,23 @@ def test_a_folder_of_two_datasets_gives_one_table_each_and_runs_table_lists_ever
     assert "cifar10:\n" in out and "cifar100:\n" in out
     table = cifarlab.runs_table(folder)
     assert sorted(table["run"]) == ["ab-s0", "c100", "lenet"] and "top1" in table
+
+
+def test_compare_runs_gives_a_row_per_seed_group_and_runs_table_a_row_per_run(runs, tmp_path):
+    import cifarlab
+    paths = [runs["ab-s0"], runs["ab-s1"], runs["lenet"], runs["c100"]]
+    frame = cifarlab.compare_runs(paths, out_dir=tmp_path)
+    assert list(frame["n"]) == [2, 1, 1] and list(frame["dataset"]) == ["cifar10", "cifar10", "cifar100"]
+    assert frame["runs"].iloc[0] == ["ab-s0", "ab-s1"] and len(frame["seeds_top1"].iloc[0]) == 2
+    per_run = cifarlab.runs_table(paths)
+    assert list(per_run["run"]) == ["ab-s0", "ab-s1", "lenet", "c100"]
+    assert frame["top1"].iloc[0] == pytest.approx(per_run["top1"].iloc[:2].mean(), abs=1e-4)
+    assert frame["time_seconds"].iloc[0] == pytest.approx(per_run["time_seconds"].iloc[:2].mean())
+    assert {p.name for p in tmp_path.iterdir()} == {"verdicts-cifar10.csv", "verdicts-cifar10.md",
+                                                    "verdicts-cifar100.csv", "verdicts-cifar100.md"}
+    two = cifarlab.compare_runs([runs["ab-s0"], runs["lenet"]])
+    compared = two[two["verdict"] != "baseline"]
+    assert list(compared["test"]) == ["exact McNemar"]          # one run a side
 
 
 def test_a_single_run_gets_its_interval_and_no_pair(runs):

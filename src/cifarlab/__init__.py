@@ -6,7 +6,8 @@ Notebook use::
     run = cifarlab.train(dataset="cifar10", data_dir="data")   # tuned recipe, runs/<name>/
     print(run.results["test"]["top1"])
     cifarlab.evaluate(run)                                      # confusion matrix, per-class table
-    cifarlab.compare_runs([run_a, run_b])                       # a pandas DataFrame, a row per run
+    cifarlab.compare_runs([run_a, run_b])                       # a DataFrame: a row per config, seeds grouped, verdicts
+    cifarlab.runs_table("runs/my-suite")                         # a DataFrame: a row per run
     cifarlab.ensemble_runs([run_a, run_b, run_c], ["uniform", "greedy"])
     cifarlab.build_report(["runs/my-suite"], "report.html")
     cifarlab.predict_images(run, ["cat.jpg"], top_k=3)

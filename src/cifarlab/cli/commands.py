@@ -15,9 +15,10 @@ def add_analysis_parsers(sub, verbosity) -> None:
                        description="With run directories (or folders of them): one row per config (seeds of one "
                                    "config form a row), test top-1 with its 95% interval, and each row against the "
                                    "baseline on the same test images: the difference with a paired bootstrap "
-                                   "interval, McNemar's (or Welch's) p, Holm-corrected, and a verdict. With a SUITE "
+                                   "interval, a p-value (exact McNemar with one run a side, paired t over the images with "
+                                   "seeds on one side, Welch's t with seeds on both), Holm-corrected, and a verdict. With a SUITE "
                                    "(a YAML file, see suites/): train every run (resuming interrupted ones, skipping "
-                                   "complete ones), then write comparison.csv/md, ensemble.json and report.html into "
+                                   "complete ones), then write comparison.csv/md, verdicts.csv/md, ensemble.json and report.html into "
                                    "the suite's output folder.")
     c.add_argument("paths", nargs="+", metavar="RUN_OR_SUITE")
     c.add_argument("--baseline", default=None, metavar="NAME",

@@ -8,6 +8,8 @@ All figures are in percentage points of top-1. The statistics come from scipy an
 * two runs on the same images: the top-1 difference with a paired bootstrap interval over the
   images (``scipy.stats.bootstrap(paired=True)``, seeded) and the exact McNemar test on the discordant
   images (``scipy.stats.binomtest`` of one discordant count against p = 1/2);
+* seeds on one side: the bootstrap and a paired t-test (``scipy.stats.ttest_rel``) on each image's
+  mean correctness over the seeds;
 * seeds on both sides: the bootstrap on each image's mean correctness over the seeds, and Welch's
   t-test on the per-seed top-1s (``scipy.stats.ttest_ind(equal_var=False)``);
 * many pairs in one table: Holm's step-down correction (``statsmodels.stats.multitest.multipletests``);
@@ -96,6 +98,24 @@ def mcnemar(correct_a, correct_b) -> dict:
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
     p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
     return {"a_only": a_only, "b_only": b_only, "p": p}
+
+
+def paired_t(correct_a, correct_b) -> float:
+    """Two-sided p of the paired t-test over the test images of each image's correctness, a mean over
+    its seeds for (S, N) input (``scipy.stats.ttest_rel``); 1.0 when every image's difference is 0.
+    It tests these trained models on these images (as McNemar's test does for one run a side), not
+    the training recipe: for that, seeds on both sides and `welch`.
+
+    Raises:
+        ValueError: different numbers of images.
+    """
+    from scipy.stats import ttest_rel
+    a, b = _per_image(correct_a), _per_image(correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired test needs the same test images: {a.shape[0]} and {b.shape[0]} images")
+    if np.array_equal(a, b):
+        return 1.0
+    return float(ttest_rel(a, b).pvalue)
 
 
 def welch(top1_a, top1_b) -> float:

@@ -1,11 +1,11 @@
 """Jobs a user asks for, composed from the layers below: train / evaluate / lr-find
 (`.train`), cached predictions (`.predictions`), predict (`.predict`), compare and
-ensemble (`.compare`), interpretation and the HTML report (`.report`), notebook views of a run (`.notebook`), suites
+ensemble (`.compare`, `.verdicts`), interpretation and the HTML report (`.report`), notebook views of a run (`.notebook`), suites
 (`.suite_file`, `.suite`), temperature scaling (`.calibrate`) and export (`.export`). Every one assembles its
 data, model and pipelines through `.setup.assemble`.
 """
 from .calibrate import calibrate
-from .compare import compare_runs, comparison_row, comparison_rows, runs_table
+from .compare import comparison_row, comparison_rows, runs_table
 from .describe import describe_dataset, preview_batches, show_batch
 from .ensemble import ensemble_markdown, ensemble_runs
 from .errors import USER_ERRORS
@@ -18,6 +18,7 @@ from .report import build_report, interpret_run
 from .setup import Setup, assemble
 from .suite import SuiteResult, run_suite
 from .suite_file import Suite, SuiteError, load_suite, resolve_runs
+from .verdicts import compare_runs
 from .lr_find import lr_find
 from .notebook import Run
 from .train import evaluate, train

@@ -50,16 +50,9 @@ def comparison_row(run_dir, data_dir: str | None = None) -> dict:
     }
 
 
-def compare_runs(run_dirs, out_dir=None, data_dir: str | None = None):
-    """The comparison of ``run_dirs`` (run directories or `Run` objects, in order) as a
-    ``pandas.DataFrame``, one row per run (`comparison_row`'s columns); with ``out_dir``, also writes
-    ``comparison.csv`` / ``.md``."""
-    import pandas as pd
-    return pd.DataFrame(comparison_rows(run_dirs, out_dir, data_dir))
-
-
 def comparison_rows(run_dirs, out_dir=None, data_dir: str | None = None) -> list[dict]:
-    """`compare_runs` as a list of `comparison_row` dicts."""
+    """A row per run (`comparison_row` dicts, in order); with ``out_dir``, also writes
+    ``comparison.csv`` / ``.md``."""
     rows = [comparison_row(p, data_dir) for p in run_dirs]
     if out_dir is not None:
         out = Path(out_dir)
@@ -69,8 +62,18 @@ def comparison_rows(run_dirs, out_dir=None, data_dir: str | None = None) -> list
     return rows
 
 
-def runs_table(path):
-    """Every run under ``path`` (a run directory, a folder of runs, or a suite file) as one
-    ``pandas.DataFrame``, a row per run (`compare_runs`)."""
+def runs_table(path, data_dir: str | None = None):
+    """Every run under ``path`` (a run directory, a folder of runs, a suite file, or a list of any of
+    these) as one ``pandas.DataFrame``, a row per run (`comparison_row`'s columns).
+
+    Raises:
+        RunDirError: a run is incomplete.
+    """
+    import pandas as pd
     from .suite_file import resolve_runs
-    return compare_runs(resolve_runs([path]))
+    return pd.DataFrame(comparison_rows(resolve_runs(listed(path)), data_dir=data_dir))
+
+
+def listed(paths) -> list:
+    """One path (str, `Path`, `Run`) or several, as a list."""
+    return list(paths) if isinstance(paths, (list, tuple)) else [paths]

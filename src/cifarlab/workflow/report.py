@@ -7,6 +7,7 @@ self-contained HTML file.
 """
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .compare import comparison_rows
 from .ensemble import ensemble_runs, overlap_summary
 from .predictions import run_predictions
 from .suite_file import resolve_runs
-from .verdicts import cells, tables_by_dataset
+from .verdicts import METHODS, cells, tables_by_dataset
 
 
 def dataset_of(cfg, data_dir: str | None = None):
@@ -195,9 +196,7 @@ def _verdicts_html(runs, assets: Path, data_dir) -> str:
                                                        "p (Holm)", "verdict"], body)
                      + H.img(plot_forest(assets / f"forest_{ds_name}.png", table), f"forest plot, {ds_name}", 900))
     return "".join(parts) + ("<p class='meta'>Runs that differ only in their seed form one row. Intervals: t over "
-                             "seeds, or Clopper-Pearson on the test images for one run. Differences: paired bootstrap "
-                             "over the same test images; p: exact McNemar or Welch's t on per-seed top-1, "
-                             "Holm-corrected.</p>")
+                             "seeds, or Clopper-Pearson on the test images for one run. " + html.escape(METHODS) + "</p>")
 
 
 def _ensemble_html(e: dict) -> str:

@@ -15,8 +15,12 @@ from ..config import RESUME_SAFE_KEYS, ConfigError, config_diff
 from ..evaluation import significance as sig
 from ..evaluation.metrics import topk_hits
 from ..runs import RunDir
+from .compare import comparison_row, listed
 from .predictions import run_predictions
 
+METHODS = ("Differences: paired bootstrap over the test images (each image's mean correctness over its seeds); "
+           "p: exact McNemar with one run a side, a paired t over the images with seeds on one side, Welch's t "
+           "on per-seed top-1 with seeds on both; Holm-corrected across the table.")
 SEED_KEYS = frozenset({"seed"}) | RESUME_SAFE_KEYS   # keys a row's runs may differ in
 
 
@@ -60,18 +64,16 @@ def _correctness(group: list[RunDir], data_dir: str | None, ref: dict) -> np.nda
     return np.stack(out)
 
 
-OTHER = {"top5": ("test", "top5"), "loss": ("test", "loss"), "ece": ("test", "ece"), "train_seconds": ("train_seconds",)}
+SPREAD = ("top5", "loss", "ece", "train_seconds", "time_seconds")   # a row's means (and sds) beside top-1
 
 
-def _other_means(group: list[RunDir]) -> dict:
-    """Mean (and, with seeds, sample sd) over the group's runs of top-5, loss, ECE and training seconds."""
-    results, out = [rd.read_results() for rd in group], {}
-    for key, where in OTHER.items():
-        values = []
-        for v in results:
-            for k in where:
-                v = v.get(k) if isinstance(v, dict) else None
-            values.append(v)
+def _summary(group: list[RunDir], data_dir: str | None) -> dict:
+    """What a row says beside its top-1: the runs' names, dataset, model and strategy, and the mean
+    (with seeds, also the sample sd, ``*_sd``) of each `SPREAD` column of `comparison_row`."""
+    runs = [comparison_row(rd.path, data_dir) for rd in group]
+    out = {"runs": [r["run"] for r in runs], **{k: runs[0][k] for k in ("dataset", "model", "strategy")}}
+    for key in SPREAD:
+        values = [r[key] for r in runs]
         if all(isinstance(v, (int, float)) for v in values):
             out[key] = float(np.mean(values))
             if len(values) > 1:
@@ -84,9 +86,11 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
     (the 95% interval: t over seeds for n >= 2, else Clopper-Pearson on the test images: ``interval``
     says which), ``test_low``/``test_high`` (the test-set interval of the mean top-1, Clopper-Pearson,
     for every row), ``seeds_top1`` (each seed's), the means (and sds, ``*_sd``) of ``top5``, ``loss``,
-    ``ece`` and ``train_seconds``, and against the baseline row (``baseline``: a row's
+    ``ece``, ``train_seconds`` and ``time_seconds`` (training plus feature caching), ``runs`` (the
+    run names), ``dataset``, ``model`` and ``strategy``, and against the baseline row (``baseline``: a row's
     name or a prefix of it; default the best): ``difference`` with its paired bootstrap ``diff_low``/
-    ``diff_high``, ``test`` (McNemar, or Welch with seeds on both sides), ``p``, ``p_holm`` and ``verdict``.
+    ``diff_high``, ``test`` (exact McNemar with one run a side, a paired t over the
+    images with seeds on one side, Welch's t over seeds with seeds on both), ``p``, ``p_holm`` and ``verdict``.
 
     Raises:
         ConfigError: runs on different test sets or class lists, or a baseline that names no row.
@@ -104,7 +108,7 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
         rows.append({"run": _name(g), "n": len(g), "top1": float(tops.mean()),
                      "top1_sd": float(tops.std(ddof=1)) if len(g) > 1 else None, "low": low, "high": high,
                      "interval": kind, "test_low": test_low, "test_high": test_high,
-                     "seeds_top1": [round(float(t), 2) for t in tops], **_other_means(g)})
+                     "seeds_top1": [round(float(t), 2) for t in tops], **_summary(g, data_dir)})
     names = [r["run"] for r in rows]
     if baseline is None:
         base = int(np.argmax([r["top1"] for r in rows]))
@@ -121,9 +125,10 @@ def verdict_table(run_dirs, baseline: str | None = None, data_dir: str | None = 
         d = sig.paired_difference(a, b)
         if len(a) >= 2 and len(b) >= 2:
             test, p = "Welch t over seeds", sig.welch(100 * a.mean(1), 100 * b.mean(1))
-        else:  # seeds on at most one side: the first seed of each
-            test = "exact McNemar" + (" (first seeds)" if len(a) > 1 or len(b) > 1 else "")
-            p = sig.mcnemar(a[0], b[0])["p"]
+        elif len(a) >= 2 or len(b) >= 2:   # seeds on one side: the images, each a mean over its seeds
+            test, p = "paired t over images", sig.paired_t(a, b)
+        else:
+            test, p = "exact McNemar", sig.mcnemar(a[0], b[0])["p"]
         rows[i].update(difference=d["difference"], diff_low=d["low"], diff_high=d["high"], test=test, p=p)
     for i, p_holm in zip(pairs, sig.holm([rows[i]["p"] for i in pairs])):
         rows[i].update(p_holm=p_holm, verdict=sig.verdict(rows[i]["diff_low"], rows[i]["diff_high"], p_holm))
@@ -155,9 +160,7 @@ def verdict_text(rows: list[dict]) -> str:
                      f"{(c['difference'] + ' ' + c['paired']).strip():>24s} {c['p']:>9s}  {c['verdict']}")
     kinds = sorted({r["interval"] for r in rows})
     lines.append(f"intervals: {'; '.join(kinds)} (every row's test-set interval, and the means of top-5, loss, ECE "
-                 "and time: verdicts.csv). Differences: paired bootstrap over the test images; p: exact "
-                 "McNemar (the first seed where only one side has seeds) or Welch's t on per-seed top-1 (seeds on "
-                 "both sides), Holm-corrected across the table.")
+                 f"and time: verdicts.csv). {METHODS}")
     return "\n".join(lines)
 
 
@@ -206,3 +209,27 @@ def write_verdicts(tables: dict[str, list[dict]], out_dir) -> list[Path]:
         (out / f"{stem}.md").write_text(verdict_markdown(rows) + "\n" + seeds_text(rows) + "\n")
         written += [out / f"{stem}.csv", out / f"{stem}.md"]
     return written
+
+
+def compare_runs(run_dirs, baseline: str | None = None, out_dir=None, data_dir: str | None = None):
+    """The comparison of ``run_dirs`` (run directories, `Run` objects, folders of runs or suite
+    files; one or a list) as a ``pandas.DataFrame``,
+    one row per config: runs that differ only in their seed form one row (n, mean and sd over seeds,
+    each seed's top-1 in ``seeds_top1``), with the 95% interval of its top-1 and, against the
+    ``baseline`` row (a row's name or its start; default the best), the paired difference, the test,
+    its Holm-corrected p and a verdict: the columns of `verdict_table`.
+    Runs of several datasets give one table each, stacked in the order the datasets come (the
+    ``dataset`` column tells them apart). With ``out_dir``, also writes ``verdicts.csv`` / ``.md``.
+    A row per run instead: `runs_table`.
+
+    Raises:
+        ConfigError: runs of one dataset scored on different test sets or class lists, or a
+            ``baseline`` that names no row.
+        RunDirError: a run is incomplete.
+    """
+    import pandas as pd
+    from .suite_file import resolve_runs
+    tables = tables_by_dataset(resolve_runs(listed(run_dirs)), baseline, data_dir)
+    if out_dir is not None:
+        write_verdicts(tables, out_dir)
+    return pd.DataFrame([row for rows in tables.values() for row in rows])
